@@ -1,0 +1,100 @@
+"""Atomic writes: a reader never sees a half-written file or folder.
+
+Files are written to a temporary sibling, flushed and fsynced, then renamed over the target
+(`os.replace` is atomic on POSIX and Windows). Folders are built in a temporary sibling and
+renamed into place; an existing folder is moved aside first and removed only after the swap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from afrocomet.errors import AfroCometError
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `target`; on success it replaces `target` atomically.
+
+    On any exception (including KeyboardInterrupt) the temporary file is removed and
+    `target` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise AfroCometError(f"could not write: {exc.strerror or exc}", path=target) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(target: str | Path, data: bytes) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)
+
+
+def atomic_write_text(target: str | Path, text: str) -> Path:
+    return atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_json(target: str | Path, obj: Any) -> Path:
+    return atomic_write_text(target, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Build a folder in a temporary sibling, then move it into place as a whole.
+
+    If `target` exists it is replaced only once the new folder is complete.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old.{os.getpid()}")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(target, old)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise AfroCometError(f"could not write folder: {exc.strerror or exc}", path=target) from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
