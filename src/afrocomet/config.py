@@ -1,0 +1,275 @@
+"""Typed configuration: dataclasses that YAML fills, and YAML out again.
+
+A run is data + models + a list of stages. Every CLI option maps to one field here, and the
+resolved config is saved beside every output (`config.yaml`). Loading is strict: an unknown key,
+a wrong type or an out-of-range value is an `AfroCometError` naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from afrocomet.data.schema import ALL_LANGUAGES, DEFAULT_LANGUAGES
+from afrocomet.errors import AfroCometError
+
+STAGE_KINDS = ("teacher-pretrain", "teacher-finetune", "distill-mlm", "distill-task", "student-finetune")
+MATCHING_MODES = ("mean", "projection", "relations")
+ADAPTIVE_MODES = ("none", "magnitude", "uncertainty")
+
+
+@dataclass
+class DataConfig:
+    languages: list[str] = field(default_factory=lambda: list(DEFAULT_LANGUAGES))
+    data_dir: str | None = None  # AfriSenti folder; else $AFROCOMET_DATA, the cache, then download
+    download: bool = True  # allow downloading AfriSenti from the pinned upstream commit
+    train: str | None = None  # a user's own TSV files (instead of AfriSenti)
+    dev: str | None = None
+    test: str | None = None
+    extra_text: list[str] = field(default_factory=list)  # unlabelled text files for stage 1
+    max_length: int = 128  # tokens per text, including <s> and </s>
+    sampling_alpha: float = 0.5  # language sampling p ∝ n^alpha (1 = proportional, 0 = uniform)
+    per_language: bool = False  # one student per language instead of one multilingual student
+
+
+@dataclass
+class ModelConfig:
+    teacher: str = "demo-teacher"  # preset name, Hugging Face model id or local folder
+    student: str = "demo-student"  # preset name or local folder
+    tokenizer: str | None = None  # None: the teacher's own, or one trained on train text for presets
+    vocab_size: int = 8000  # size of the trained tokenizer (presets only)
+    trust_remote_code: bool = False
+
+
+@dataclass
+class StageConfig:
+    name: str = "stage"
+    kind: str = "distill-task"  # one of STAGE_KINDS
+    epochs: float = 1.0
+    max_steps: int | None = None  # caps the number of optimiser steps
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    # hybrid loss: weights of each term (0 removes the term), temperature of the soft targets
+    kd_weight: float = 1.0
+    attention_weight: float = 1.0
+    hard_weight: float = 1.0
+    temperature: float = 2.0
+    final_temperature: float | None = None  # if set, T moves linearly to it over the stage
+    adaptive: str = "none"  # one of ADAPTIVE_MODES: balance loss terms as training goes
+    # attention matching
+    matching: str = "mean"  # one of MATCHING_MODES
+    attention_loss: str = "kl"  # "kl" or "mse"
+    layer_map: list[list[int]] | None = None  # [[student_layer, teacher_layer], ...]; None = uniform
+    relation_heads: int | None = None  # relations mode; None = student's head count
+    # masked LM
+    mlm_probability: float = 0.15
+    # evaluation
+    eval_every: int = 0  # optimiser steps between dev evaluations; 0 = once per epoch
+    patience: int = 3  # evaluations without improvement before stopping early; 0 = never
+    log_every: int = 10
+
+
+@dataclass
+class RunConfig:
+    out: str = "runs/afrocomet"
+    seed: int = 0
+    seeds: int = 1  # repeat the student stages with this many seeds
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    quick: bool = False
+    ablations: bool = True  # also train student_kd_only and student_no_distill
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stages: list[StageConfig] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_positive(where: str, name: str, value: float | int | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise AfroCometError(f"{name} must be {bound}, got {value}", path=where)
+
+
+def validate_stage(stage: StageConfig, where: str = "config") -> None:
+    w = f"{where}: stage '{stage.name}'"
+    if stage.kind not in STAGE_KINDS:
+        raise AfroCometError(f"{w}: unknown kind '{stage.kind}' (allowed: {', '.join(STAGE_KINDS)})")
+    if stage.matching not in MATCHING_MODES:
+        raise AfroCometError(f"{w}: unknown matching '{stage.matching}' (allowed: {', '.join(MATCHING_MODES)})")
+    if stage.adaptive not in ADAPTIVE_MODES:
+        raise AfroCometError(f"{w}: unknown adaptive '{stage.adaptive}' (allowed: {', '.join(ADAPTIVE_MODES)})")
+    if stage.attention_loss not in ("kl", "mse"):
+        raise AfroCometError(f"{w}: attention_loss must be 'kl' or 'mse', got '{stage.attention_loss}'")
+    for name in ("batch_size", "grad_accum", "lr", "temperature", "epochs", "max_steps", "final_temperature"):
+        _check_positive(w, name, getattr(stage, name))
+    for name in ("kd_weight", "attention_weight", "hard_weight", "weight_decay", "max_grad_norm", "patience"):
+        _check_positive(w, name, getattr(stage, name), allow_zero=True)
+    if not 0 < stage.mlm_probability < 1:
+        raise AfroCometError(f"{w}: mlm_probability must be in (0, 1), got {stage.mlm_probability}")
+    if not 0 <= stage.warmup_ratio < 1:
+        raise AfroCometError(f"{w}: warmup_ratio must be in [0, 1), got {stage.warmup_ratio}")
+    if stage.layer_map is not None:
+        for pair in stage.layer_map:
+            if len(pair) != 2 or min(pair) < 0:
+                raise AfroCometError(f"{w}: layer_map entries are [student_layer, teacher_layer] >= 0, got {pair}")
+
+
+def validate(config: RunConfig, where: str = "config") -> RunConfig:
+    unknown = [lang for lang in config.data.languages if lang not in ALL_LANGUAGES]
+    custom = config.data.train is not None
+    if unknown and not custom:
+        raise AfroCometError(f"{where}: unknown language(s) {', '.join(unknown)} (allowed: {', '.join(ALL_LANGUAGES)})")
+    if not config.data.languages and not custom:
+        raise AfroCometError(f"{where}: data.languages is empty")
+    _check_positive(where, "data.max_length", config.data.max_length)
+    if config.data.max_length < 8:
+        raise AfroCometError(f"{where}: data.max_length must be >= 8, got {config.data.max_length}")
+    _check_positive(where, "data.sampling_alpha", config.data.sampling_alpha, allow_zero=True)
+    _check_positive(where, "model.vocab_size", config.model.vocab_size)
+    _check_positive(where, "seeds", config.seeds)
+    names = [s.name for s in config.stages]
+    if len(set(names)) != len(names):
+        raise AfroCometError(f"{where}: stage names must be unique, got {names}")
+    for stage in config.stages:
+        validate_stage(stage, where)
+    return config
+
+
+# ----------------------------------------------------------------------------- YAML in
+
+
+def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its 1-based line, for error messages."""
+    out = {} if out is None else out
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            out[path + (key,)] = key_node.start_mark.line + 1
+            _line_index(value_node, path + (key,), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, path + (i,), out)
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, path: tuple, fail) -> Any:
+    """Check `value` against type `tp` (dataclass, list[...], X | None, int, float, str, bool)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], path, fail)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            fail(path, f"expected a mapping for {'.'.join(map(str, path)) or 'the config'}, got {type(value).__name__}")
+        return _from_dict(tp, value, path, fail)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            fail(path, f"'{_dotted(path)}' must be a list, got {type(value).__name__}")
+        return [_convert(v, item_tp, path + (i,), fail) for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        fail(path, f"'{_dotted(path)}' must be true or false, got {value!r}")
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        fail(path, f"'{_dotted(path)}' must be an integer, got {value!r}")
+    if tp in (float, str) and not isinstance(value, tp):
+        fail(path, f"'{_dotted(path)}' must be a {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _dotted(path: tuple) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (("." if out else "") + str(p))
+    return out
+
+
+def _from_dict(cls: type, data: dict, path: tuple, fail) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in known:
+            where = _dotted(path) or "top level"
+            fail(path + (key,), f"unknown key '{key}' in {where} (known: {', '.join(known)})")
+        kwargs[key] = _convert(value, hints[key], path + (key,), fail)
+    return cls(**kwargs)
+
+
+def from_dict(data: dict, source: str = "config", lines: dict[tuple, int] | None = None) -> RunConfig:
+    """Build and validate a RunConfig from plain data (e.g. parsed YAML)."""
+    lines = lines or {}
+
+    def fail(path: tuple, message: str) -> typing.NoReturn:
+        line = None
+        for cut in range(len(path), -1, -1):
+            if path[:cut] in lines:
+                line = lines[path[:cut]]
+                break
+        raise AfroCometError(message, path=source, line=line)
+
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        fail((), "a config file must hold a mapping of keys to values")
+    config = _from_dict(RunConfig, data, (), fail)
+    return validate(config, where=source)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a YAML config file strictly (unknown keys and wrong types are errors with a line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AfroCometError("config file not found", path=path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as exc:
+        raise AfroCometError(f"not UTF-8 (byte {exc.start})", path=path) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = None if mark is None else mark.line + 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise AfroCometError(f"invalid YAML: {problem}", path=path, line=line) from exc
+    lines = _line_index(node) if node is not None else {}
+    return from_dict(data, source=str(path), lines=lines)
+
+
+# ----------------------------------------------------------------------------- YAML out
+
+
+def to_dict(config: RunConfig) -> dict:
+    return dataclasses.asdict(config)
+
+
+def to_yaml(config: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
+
+
+def save_config(config: RunConfig, path: str | Path) -> Path:
+    from afrocomet.io import atomic_write_text
+
+    return atomic_write_text(path, to_yaml(config))

@@ -1,0 +1,70 @@
+"""Config: strict YAML in (unknown keys, wrong types, bad values -> file:line errors), YAML out."""
+
+from __future__ import annotations
+
+import pytest
+
+from afrocomet.config import RunConfig, StageConfig, from_dict, load_config, save_config, to_dict, validate
+from afrocomet.errors import AfroCometError
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "run.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_round_trip(tmp_path):
+    config = RunConfig(seed=3, stages=[StageConfig(name="s1", kind="distill-mlm", temperature=4.0)])
+    config.data.languages = ["hau", "swa"]
+    path = save_config(config, tmp_path / "c.yaml")
+    again = load_config(path)
+    assert to_dict(again) == to_dict(config)
+
+
+def test_int_is_accepted_for_float(tmp_path):
+    config = load_config(write(tmp_path, "stages:\n  - name: a\n    lr: 1\n"))
+    assert config.stages[0].lr == 1.0 and isinstance(config.stages[0].lr, float)
+
+
+@pytest.mark.parametrize(
+    "text, line, needle",
+    [
+        ("seed: 1\nbogus: 2\n", 2, "unknown key 'bogus'"),
+        ("data:\n  languages: [hau]\n  max_lenght: 64\n", 3, "unknown key 'max_lenght' in data"),
+        ("seed: one\n", 1, "'seed' must be an integer"),
+        ("stages:\n  - name: a\n    batch_size: 0\n", None, "batch_size must be > 0"),
+        ("stages:\n  - name: a\n    temperature: -1\n", None, "temperature must be > 0"),
+        ("stages:\n  - name: a\n    kind: distil\n", None, "unknown kind 'distil'"),
+        ("stages:\n  - name: a\n    matching: full\n", None, "unknown matching 'full'"),
+        ("data:\n  languages: [xyz]\n", None, "unknown language(s) xyz"),
+        ("stages: 3\n", 1, "'stages' must be a list"),
+        ("seed: [1\n", 2, "invalid YAML"),
+        ("model:\n  trust_remote_code: yes please\n", 2, "must be true or false"),
+    ],
+)
+def test_bad_config(tmp_path, text, line, needle):
+    path = write(tmp_path, text)
+    with pytest.raises(AfroCometError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert needle in message
+    assert str(path) in message
+    if line is not None:
+        assert f"{path}:{line}:" in message
+    assert "\n" not in message
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(AfroCometError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_duplicate_stage_names():
+    with pytest.raises(AfroCometError, match="unique"):
+        validate(RunConfig(stages=[StageConfig(name="a"), StageConfig(name="a")]))
+
+
+def test_from_dict_custom_data_allows_any_language_name():
+    config = from_dict({"data": {"train": "t.tsv", "test": "x.tsv", "languages": ["mine"]}})
+    assert config.data.languages == ["mine"]
