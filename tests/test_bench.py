@@ -1,0 +1,153 @@
+"""Tests for afrocomet.bench on tiny models: sizes, the predictor interface, memory, comparison."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from afrocomet.bench import (
+    compare,
+    latency,
+    measure_latency,
+    measure_throughput,
+    model_size,
+    peak_memory,
+    throughput,
+    torch_predictor,
+    weights_bytes,
+)
+from afrocomet.errors import AfroCometError
+
+WORDS = "ina son wannan sosai ban ji dadin ba yau rana ce mai kyau allah ya isa gaskiya".split()
+
+
+def tiny_tokenizer():
+    """A word-level tokenizer with XLM-R's special tokens: <s>=0 <pad>=1 </s>=2 <unk>=3, <mask> last."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator([" ".join(WORDS)], trainers.WordLevelTrainer(special_tokens=["<s>", "<pad>", "</s>", "<unk>"]))
+    tok.add_special_tokens(["<mask>"])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
+
+
+def tiny_model(vocab_size: int, hidden: int = 32, layers: int = 2):
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = XLMRobertaConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                              intermediate_size=2 * hidden, max_position_embeddings=64, num_labels=3,
+                              pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    return XLMRobertaForSequenceClassification(config).eval()
+
+
+@pytest.fixture(scope="module")
+def setup():
+    tokenizer = tiny_tokenizer()
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 20))) for _ in range(24)]
+    return tokenizer, texts
+
+
+def test_model_size_of_module_and_folder(tmp_path, setup):
+    tokenizer, _ = setup
+    model = tiny_model(len(tokenizer))
+    size = model_size(model)
+    n = sum(p.numel() for p in model.parameters())
+    assert size["parameters"] == n
+    assert 4 * n <= size["disk_bytes"] < 4 * n + 64 * 1024  # fp32 tensors + safetensors header
+    assert weights_bytes(model) >= 4 * n
+    assert model_size(model.half())["disk_bytes"] < size["disk_bytes"] * 0.6
+
+    model = tiny_model(len(tokenizer))
+    model.save_pretrained(tmp_path / "saved")
+    from_folder = model_size(tmp_path / "saved")
+    assert from_folder["parameters"] == n
+    assert from_folder["disk_bytes"] == (tmp_path / "saved" / "model.safetensors").stat().st_size
+    torch.save(model.state_dict(), tmp_path / "weights.bin")
+    assert model_size(tmp_path / "weights.bin")["parameters"] >= n
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AfroCometError, match="no weight file"):
+        model_size(tmp_path / "empty")
+
+
+def test_latency_and_throughput_through_any_predictor(setup):
+    _, texts = setup
+    calls: list[list[str]] = []
+
+    def fake_predict(batch: list[str]) -> np.ndarray:  # stands in for an ONNX session wrapper
+        calls.append(batch)
+        return np.zeros((len(batch), 3), dtype=np.float32)
+
+    lat = measure_latency(fake_predict, texts[:5], batch_size=2, warmup=2, repeats=7)
+    assert len(calls) == 2 + 7 and calls[2] == texts[:2] and calls[4] == texts[4:5] and calls[5] == texts[:2]
+    assert lat["n"] == 7 and lat["batch_size"] == 2 and lat["threads"] == torch.get_num_threads()
+    assert 0 <= lat["p50_ms"] <= lat["p95_ms"]
+
+    calls.clear()
+    thr = measure_throughput(fake_predict, texts, batch_size=10)
+    assert len(calls) == 1 + 3 and sum(len(b) for b in calls[1:]) == len(texts)
+    assert len(calls[1][0]) == max(len(t) for t in texts)  # longest first
+    assert thr["texts_per_s"] > 0 and thr["n"] == len(texts)
+    with pytest.raises(AfroCometError):
+        measure_latency(fake_predict, [], batch_size=1)
+
+
+def test_torch_model_timings_are_positive(setup):
+    tokenizer, texts = setup
+    model = tiny_model(len(tokenizer))
+    logits = torch_predictor(model, tokenizer, max_length=16)(texts[:4])
+    assert isinstance(logits, np.ndarray) and logits.shape == (4, 3)
+    lat = latency(model, tokenizer, texts, batch_size=1, warmup=2, repeats=10, max_length=16)
+    assert lat["p50_ms"] > 0 and lat["p95_ms"] >= lat["p50_ms"] and lat["mean_ms"] > 0 and lat["n"] == 10
+    assert throughput(model, tokenizer, texts, batch_size=8, max_length=16)["texts_per_s"] > 0
+
+
+def test_peak_memory_sees_a_temporary_allocation():
+    def allocate():
+        x = torch.ones(16 * 1024 * 1024)  # 64 MiB, written, freed on return
+        return float(x[-1])
+
+    big = peak_memory(allocate)
+    assert 60 * 2**20 <= big < 200 * 2**20
+    assert peak_memory(allocate) >= 60 * 2**20  # measured again: the earlier peak does not hide it
+    assert peak_memory(lambda: None) < 16 * 2**20
+
+
+def test_compare_has_each_side_and_ratios(setup):
+    tokenizer, texts = setup
+    teacher = tiny_model(len(tokenizer), hidden=64, layers=4)
+    student = tiny_model(len(tokenizer), hidden=32, layers=1)
+    result = compare(teacher, student, tokenizer, tokenizer, texts, threads=1, warmup=1, repeats=5,
+                     throughput_batch_size=8, max_length=16)
+    assert result["threads"] == 1 and result["n_texts"] == len(texts)
+    for side in ("teacher", "student"):
+        r = result[side]
+        assert r["latency"]["p50_ms"] > 0 and r["throughput"]["texts_per_s"] > 0
+        assert r["parameters"] > 0 and r["disk_bytes"] > 0 and r["memory_bytes"] >= r["weights_bytes"] > 0
+    ratios = result["ratios"]
+    assert set(ratios) >= {"latency", "parameters", "disk_bytes", "memory_bytes", "throughput"}
+    assert ratios["parameters"] > 1 and ratios["disk_bytes"] > 1
+    assert ratios["parameters"] == pytest.approx(result["teacher"]["parameters"] / result["student"]["parameters"])
+    assert ratios["latency"] > 0 and ratios["throughput"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_peak_memory_and_latency(setup):
+    tokenizer, texts = setup
+    model = tiny_model(len(tokenizer))
+    assert peak_memory(lambda: torch.ones(1024 * 1024, device="cuda").sum().item(), "cuda") >= 4 * 2**20
+    lat = latency(model, tokenizer, texts, warmup=2, repeats=5, device="cuda")
+    assert lat["p50_ms"] > 0
