@@ -1,0 +1,7 @@
+"""`python -m afrocomet` (also what `accelerate launch -m afrocomet` runs)."""
+
+import sys
+
+from afrocomet.cli import main
+
+sys.exit(main())

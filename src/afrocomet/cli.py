@@ -1,0 +1,229 @@
+"""The `afrocomet` command. Thin: parses options, calls the Python API, prints.
+
+Every `AfroCometError` becomes one line on stderr (`afrocomet: error: ...`) and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from afrocomet.errors import AfroCometError
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _print_table(title: str, columns: list[str], rows: list[list]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("name", "system", "language", "description") else "right")
+    for row in rows:
+        table.add_row(*[str(c) for c in row])
+    _console().print(table)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="afrocomet")
+def cli() -> None:
+    """Hybrid knowledge distillation of multilingual models for African languages (AfroXLMR-Comet)."""
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def presets(as_json: bool) -> None:
+    """List the model presets, with parameters counted from built models."""
+    from afrocomet.models.build import presets_table
+
+    rows = presets_table()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _print_table(
+        "afrocomet model presets (parameters include the pooler)",
+        ["name", "layers", "hidden", "heads", "ffn", "vocab", "parameters"],
+        [[r["name"], r["layers"], r["hidden"], r["heads"], r["ffn"], r["vocab"], f"{r['parameters']:,}"] for r in rows],
+    )
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="AfriSenti folder (<lang>/<split>.tsv). Default: $AFROCOMET_DATA, the cache, then download.")
+@click.option("--languages", "-l", multiple=True, help="Languages to load (repeat or comma-separate).")
+@click.option("--no-download", is_flag=True, help="Never download; fail if the data is not found.")
+@click.option("--json", "as_json", is_flag=True, help="Print counts as JSON.")
+def data(data_dir: Path | None, languages: tuple[str, ...], no_download: bool, as_json: bool) -> None:
+    """Find (or download and verify) AfriSenti, parse it strictly and print the counts."""
+    from afrocomet.data.afrisenti import load_afrisenti
+    from afrocomet.data.schema import DEFAULT_LANGUAGES
+
+    langs = _split_languages(languages) or list(DEFAULT_LANGUAGES)
+    datasets = load_afrisenti(langs, data_dir, download=not no_download)
+    rows = []
+    for lang, ds in datasets.items():
+        counts = {split: len(exs) for split, exs in ds.splits.items()}
+        labels = {lab: sum(ex.label == lab for ex in ds.splits["train"]) for lab in ds.labels}
+        rows.append({"language": lang, **counts, "train_labels": labels})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _print_table("AfriSenti", ["language", "train", "dev", "test", "train labels (neg/neu/pos)"],
+                 [[r["language"], r["train"], r["dev"], r["test"], "/".join(str(v) for v in r["train_labels"].values())]
+                  for r in rows])
+
+
+def _split_languages(values: tuple[str, ...] | list[str]) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        out.extend(v.strip() for v in value.split(",") if v.strip())
+    return out
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+@cli.command("train-tokenizer")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
+@click.option("--vocab-size", type=click.IntRange(min=16), default=8000, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--languages", "-l", multiple=True)
+def train_tokenizer_cmd(out: Path, vocab_size: int, data_dir: Path | None, languages: tuple[str, ...]) -> None:
+    """Train a SentencePiece-style unigram tokenizer on AfriSenti train text (never dev/test)."""
+    from afrocomet.data.afrisenti import load_afrisenti
+    from afrocomet.data.schema import DEFAULT_LANGUAGES
+    from afrocomet.tokenizer import save_tokenizer, train_tokenizer
+
+    langs = _split_languages(languages) or list(DEFAULT_LANGUAGES)
+    datasets = load_afrisenti(langs, data_dir, splits=("train",))
+    texts = [t for ds in datasets.values() for t in ds.texts("train")]
+    tok = train_tokenizer(texts, vocab_size=vocab_size)
+    save_tokenizer(tok, out)
+    click.echo(f"trained a {len(tok):,}-piece unigram tokenizer on {len(texts):,} training texts -> {out}")
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@cli.command("config")
+@click.option("--quick", is_flag=True, help="The --quick variant of the built-in default.")
+@click.option("--teacher", default=None, help="Teacher preset, Hugging Face id or folder.")
+def config_cmd(quick: bool, teacher: str | None) -> None:
+    """Print the resolved built-in default config as YAML (a starting point for --config)."""
+    from afrocomet.config import to_yaml
+    from afrocomet.pipeline import default_config
+
+    click.echo(to_yaml(default_config(quick=quick, teacher=teacher)), nl=False)
+
+
+# ----------------------------------------------------------------------------- run
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default runs/afrocomet, or runs/quick with --quick).  [RunConfig.out]")
+@click.option("--quick", is_flag=True, help="Tiny sizes and few steps (under 2 minutes), for tests and a look.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML run config (see `afrocomet config`); flags given here override it.")
+@click.option("--languages", "-l", multiple=True, help="AfriSenti languages (default hau ibo kin swa yor).")
+@click.option("--teacher", default=None, help="Teacher: preset, Hugging Face id (Davlan/afro-xlmr-large) or folder.")
+@click.option("--student", default=None, help="Student preset (comet, demo-student, ...) or folder.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="AfriSenti folder; default $AFROCOMET_DATA, then the cache, then download.")
+@click.option("--train", "train_file", default=None, help="Your own train TSV (tweet/text + label [+ ID]).")
+@click.option("--dev", "dev_file", default=None, help="Your own dev TSV (default: 10%% of train).")
+@click.option("--test", "test_file", default=None, help="Your own test TSV.")
+@click.option("--seed", type=int, default=None, help="Random seed.")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, help="Repeat the student stages with N seeds.")
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--matching", type=click.Choice(["mean", "projection", "relations"]), default=None,
+              help="Attention matching mode for the distillation stages.")
+@click.option("--no-ablations", is_flag=True, help="Train only the hybrid student (no kd-only / no-distill).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with a Hub model to run.")
+@click.option("--overwrite", is_flag=True, help="Replace an output folder that holds another run.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def run(out, quick, config_file, languages, teacher, student, data_dir, train_file, dev_file, test_file, seed, seeds,
+        device, matching, no_ablations, trust_remote_code, overwrite, quiet) -> None:
+    """Run the whole method: data, tokenizer, teacher, stage 1, stage 2, evaluation, report."""
+    import logging
+
+    from afrocomet.config import load_config, validate
+    from afrocomet.pipeline import default_config, run as run_pipeline
+
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S")
+    config = load_config(config_file) if config_file else default_config(quick=quick, teacher=teacher)
+    config.quick = config.quick or quick
+    if out is not None:
+        config.out = str(out)
+    elif config_file is None:
+        config.out = "runs/quick" if quick else "runs/afrocomet"
+    langs = _split_languages(languages)
+    if langs:
+        config.data.languages = langs
+    for value, section, name in ((teacher, "model", "teacher"), (student, "model", "student"),
+                                 (data_dir, "data", "data_dir"), (train_file, "data", "train"),
+                                 (dev_file, "data", "dev"), (test_file, "data", "test"),
+                                 (seed, None, "seed"), (seeds, None, "seeds"), (device, None, "device")):
+        if value is not None:
+            setattr(getattr(config, section) if section else config, name, str(value) if section == "data" else value)
+    if trust_remote_code:
+        config.model.trust_remote_code = True
+    if no_ablations:
+        config.ablations = False
+    if matching:
+        for stage in config.stages:
+            stage.matching = matching
+    config = validate(config)
+    results = run_pipeline(config, overwrite=overwrite, progress=not quiet)
+    _print_summary(results, Path(config.out))
+
+
+def _print_summary(results: dict, out: Path) -> None:
+    systems = results["systems"]
+    rows = [[lang] + [f"{100 * row[s]['weighted_f1']:.2f}" for s in systems] for lang, row in results["languages"].items()]
+    rows.append(["average"] + [f"{100 * results['average'][s]['weighted_f1']:.2f}" for s in systems])
+    _print_table("weighted F1 (%) on test", ["language", *systems], rows)
+    r, e = results["retention"], results["efficiency"]["ratios"]
+    click.echo(f"retention (student/teacher): weighted F1 {r['weighted_f1']:.3f}, accuracy {r['accuracy']:.3f}; "
+               f"student is {e['parameters']:.1f}x smaller and {e['latency_ms_p50']:.1f}x faster (p50, batch 1)")
+    click.echo(f"wrote {out}/ (report.md, results.json, plots/, predictions/, teacher/, student/) "
+               f"in {results['wall_seconds']:.0f}s")
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="afrocomet", standalone_mode=False)
+    except AfroCometError as exc:
+        click.echo(f"afrocomet: error: {exc}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("afrocomet: interrupted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("afrocomet: interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""The one training loop. A stage is data plus weighted loss terms; the loop does not know which.
+
+Every stage of a run goes through `train_stage`: teacher pretraining (MLM labels only), teacher
+fine-tuning (gold labels only), stage 1 (MLM KD + attention + MLM labels), stage 2 (class KD +
+attention + gold labels). Which terms exist follows from the stage's weights and whether a teacher
+is given; a weight of 0 removes a term (it is neither computed nor logged).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from afrocomet.config import StageConfig
+from afrocomet.data.batching import Encoded, MLMMasker, collate, epoch_order
+from afrocomet.distill import losses as L
+from afrocomet.distill.weighting import LossBalancer, temperature_at
+from afrocomet.errors import AfroCometError
+
+MLM_KINDS = ("teacher-pretrain", "distill-mlm")
+DISTILL_KINDS = ("distill-mlm", "distill-task")
+
+
+@dataclass
+class StageResult:
+    name: str
+    kind: str
+    steps: int = 0
+    epochs: float = 0.0
+    seconds: float = 0.0
+    terms: dict[str, dict[str, float]] = field(default_factory=dict)  # term -> first/last (mean of a window)
+    best_score: float | None = None
+    best_step: int | None = None
+    stopped_early: bool = False
+    log: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def stage_task(kind: str) -> str:
+    return "mlm" if kind in MLM_KINDS else "classification"
+
+
+def model_outputs(model: nn.Module, batch: dict[str, torch.Tensor], task: str) -> dict[str, torch.Tensor]:
+    """The adaptor: a model's outputs as the small dict the losses see (`logits`, `labels`).
+
+    For masked LM, hidden states are gathered at the masked positions *before* the vocabulary
+    projection, so logits are [n_masked, vocab] and never [batch, seq, vocab].
+    """
+    if task == "mlm":
+        hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+        selected = batch["mlm_labels"] != -100  # [b, s]
+        logits = model.lm_head(hidden[selected])  # [n_masked, vocab]
+        return {"logits": logits, "labels": batch["mlm_labels"][selected]}
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [b, classes]
+    return {"logits": logits, "labels": batch.get("labels")}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AfroCometError(f"device '{name}' was asked for but CUDA is not available")
+    return device
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA, full fp32 on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
+    decay, no_decay, seen = [], [], set()
+    for module in modules:
+        for name, p in module.named_parameters():
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or "log_vars" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class HybridLoss(nn.Module):
+    """The loss terms of one stage. Holds the attention matcher (whose parameters, in projection
+    mode, train with the student) and the captures on the matched layers only."""
+
+    def __init__(self, cfg: StageConfig, student: nn.Module, teacher: nn.Module | None):
+        super().__init__()
+        self.cfg = cfg
+        self.task = stage_task(cfg.kind)
+        weights = {"hard": cfg.hard_weight}
+        if teacher is not None:
+            weights.update(kd=cfg.kd_weight, attention=cfg.attention_weight)
+        self.weights = {k: w for k, w in weights.items() if w > 0}
+        if not self.weights:
+            raise AfroCometError(f"stage '{cfg.name}': every loss weight is 0, nothing to train")
+        self.balancer = LossBalancer(self.weights, cfg.adaptive)
+        self.uses_teacher = "kd" in self.weights or "attention" in self.weights
+        self.matcher = None
+        if "attention" in self.weights:
+            from afrocomet.distill.matching import build_matcher
+
+            self.matcher = build_matcher(cfg.matching, student.config, teacher.config, cfg.layer_map,
+                                         loss=cfg.attention_loss, relation_heads=cfg.relation_heads)
+
+    def forward(self, student: nn.Module, teacher: nn.Module | None, batch: dict[str, torch.Tensor],
+                temperature: float) -> dict[str, torch.Tensor]:
+        # hooks on the matched layers only, for this forward pass
+        with self.matcher.capture(student, teacher) if self.matcher else contextlib.nullcontext():
+            s_out = model_outputs(student, batch, self.task)
+            t_out = None
+            if self.uses_teacher:
+                with torch.inference_mode():  # frozen, eval mode, never wrapped for gradients
+                    t_out = model_outputs(teacher, batch, self.task)
+                t_out = {k: v.clone() for k, v in t_out.items() if v is not None}  # leave inference mode
+            losses: dict[str, torch.Tensor] = {}
+            if "hard" in self.weights:
+                losses["hard"] = L.hard_label_loss(s_out["logits"], s_out["labels"])
+            if "kd" in self.weights:
+                losses["kd"] = L.kd_loss(s_out["logits"], t_out["logits"], temperature)
+            if "attention" in self.weights:
+                losses["attention"] = self.matcher.loss(batch["attention_mask"])
+        return losses
+
+
+def _window_mean(values: list[float], first: bool, k: int = 10) -> float:
+    part = values[:k] if first else values[-k:]
+    return float(sum(part) / max(len(part), 1))
+
+
+def train_stage(
+    cfg: StageConfig,
+    student: nn.Module,
+    train: Encoded,
+    *,
+    tokenizer,
+    teacher: nn.Module | None = None,
+    evaluate: Callable[[nn.Module], float] | None = None,
+    out_dir: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    alpha: float | None = None,
+    progress: bool = True,
+) -> StageResult:
+    """Train `student` for one stage; returns what happened (steps, time, each term first/last).
+
+    `evaluate(model) -> score` (higher is better) runs on dev each epoch (or every `eval_every`
+    steps); the best state is restored at the end and training stops after `patience` evaluations
+    without improvement.
+    """
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    device = torch.device(device) if isinstance(device, str) else device
+    if teacher is None and cfg.kind in DISTILL_KINDS and (cfg.kd_weight > 0 or cfg.attention_weight > 0):
+        raise AfroCometError(f"stage '{cfg.name}' ({cfg.kind}) has KD/attention weights but no teacher")
+    if len(train) == 0:
+        raise AfroCometError(f"stage '{cfg.name}': no training examples")
+    torch.manual_seed(seed)
+    student.to(device).train()
+    if teacher is not None:
+        teacher.to(device).eval()
+        teacher.requires_grad_(False)
+    loss_fn = HybridLoss(cfg, student, teacher).to(device)
+    masker = MLMMasker(tokenizer, cfg.mlm_probability, seed=seed) if loss_fn.task == "mlm" else None
+
+    batches_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    steps_per_epoch = max(1, batches_per_epoch // cfg.grad_accum)
+    total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    trainable = [student, loss_fn]
+    optimizer = torch.optim.AdamW(_param_groups(trainable, cfg.weight_decay), lr=cfg.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    eval_every = cfg.eval_every or steps_per_epoch
+
+    out = Path(out_dir) if out_dir is not None else None
+    log_fh = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        log_fh = open(out / "log.jsonl", "w", encoding="utf-8")
+    result = StageResult(cfg.name, cfg.kind, log=None if out is None else str(out / "log.jsonl"))
+    history: dict[str, list[float]] = {}
+    best_state, best_score, bad_evals = None, -math.inf, 0
+    start = time.perf_counter()
+    bar = tqdm(total=total_steps, desc=cfg.name, disable=not progress, leave=False, dynamic_ncols=True)
+    step, micro, epoch = 0, 0, 0
+    try:
+        while step < total_steps:
+            for index in epoch_order(train, cfg.batch_size, seed, epoch, alpha=alpha):
+                batch = collate(train, index, tokenizer.pad_token_id)
+                if masker is not None:
+                    batch = masker(batch)
+                    if not (batch["mlm_labels"] != -100).any():
+                        continue  # nothing masked in this (tiny) batch: no MLM signal
+                batch = {k: v.to(device) for k, v in batch.items()}
+                temperature = temperature_at(step, total_steps, cfg.temperature, cfg.final_temperature)
+                with autocast_for(device):
+                    terms = loss_fn(student, teacher, batch, temperature)
+                    total = loss_fn.balancer(terms)
+                (total / cfg.grad_accum).backward()
+                micro += 1
+                for name, value in terms.items():
+                    history.setdefault(name, []).append(float(value.detach()))
+                history.setdefault("total", []).append(float(total.detach()))
+                if micro % cfg.grad_accum:
+                    continue
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_([p for m in trainable for p in m.parameters()], cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                record = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "temperature": temperature,
+                          **{k: v[-1] for k, v in history.items()}}
+                if log_fh is not None:
+                    log_fh.write(json.dumps(record) + "\n")
+                bar.update(1)
+                if step % cfg.log_every == 0 or step == total_steps:
+                    bar.set_postfix({k: f"{v[-1]:.3f}" for k, v in history.items()})
+                if evaluate is not None and (step % eval_every == 0 or step == total_steps):
+                    score = float(evaluate(student))
+                    student.train()
+                    if log_fh is not None:
+                        log_fh.write(json.dumps({"step": step, "dev_score": score}) + "\n")
+                    if score > best_score:
+                        best_score, bad_evals, result.best_step = score, 0, step
+                        best_state = {k: v.detach().to("cpu", copy=True) for k, v in student.state_dict().items()}
+                    else:
+                        bad_evals += 1
+                        if cfg.patience and bad_evals >= cfg.patience:
+                            result.stopped_early = True
+                            break
+                if step >= total_steps:
+                    break
+            epoch += 1
+            if result.stopped_early:
+                break
+    finally:
+        bar.close()
+        if log_fh is not None:
+            log_fh.close()
+    if best_state is not None:
+        student.load_state_dict(best_state)
+        result.best_score = best_score
+    student.eval()
+    result.steps = step
+    result.epochs = round(step / steps_per_epoch, 3)
+    result.seconds = round(time.perf_counter() - start, 2)
+    result.terms = {k: {"first": _window_mean(v, True), "last": _window_mean(v, False)} for k, v in history.items()}
+    return result

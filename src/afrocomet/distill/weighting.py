@@ -1,0 +1,51 @@
+"""Combining loss terms: fixed weights (default) or adaptive balancing, and the temperature schedule.
+
+- `none`: total = Σ w_i · L_i.
+- `magnitude`: each term is divided by a running (EMA, detached) estimate of its own size, so every
+  term contributes about w_i whatever its scale (a 250k-way MLM KL and a 3-way CE differ by 10x).
+- `uncertainty`: learned homoscedastic-uncertainty weights (Kendall et al., 2018):
+  total = Σ w_i · (exp(-s_i) · L_i + s_i), with s_i trained with the student.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LossBalancer(nn.Module):
+    def __init__(self, weights: dict[str, float], mode: str = "none", momentum: float = 0.98):
+        super().__init__()
+        self.weights = {k: float(w) for k, w in weights.items() if w > 0}
+        self.mode = mode
+        self.momentum = momentum
+        self.running: dict[str, float] = {}
+        if mode == "uncertainty":
+            self.log_vars = nn.ParameterDict({k: nn.Parameter(torch.zeros(())) for k in self.weights})
+
+    def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = None
+        for name, weight in self.weights.items():
+            loss = losses[name]
+            if self.mode == "magnitude":
+                value = float(loss.detach())
+                prev = self.running.get(name, value)
+                self.running[name] = self.momentum * prev + (1 - self.momentum) * value
+                term = weight * loss / max(self.running[name], 1e-8)
+            elif self.mode == "uncertainty":
+                s = self.log_vars[name]
+                term = weight * (torch.exp(-s) * loss + s)
+            else:
+                term = weight * loss
+            total = term if total is None else total + term
+        if total is None:
+            raise ValueError("no loss term has a weight above 0")
+        return total
+
+
+def temperature_at(step: int, total_steps: int, start: float, end: float | None) -> float:
+    """Linear temperature schedule from `start` to `end` over the stage (constant if end is None)."""
+    if end is None or total_steps <= 1:
+        return start
+    frac = min(max(step / (total_steps - 1), 0.0), 1.0)
+    return start + (end - start) * frac

@@ -1,0 +1,172 @@
+"""Build XLM-R models from presets (random weights, no download) or load pretrained ones."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+
+from afrocomet.errors import AfroCometError
+from afrocomet.models.presets import PRESETS, ModelPreset, get_preset
+
+TASKS: dict[str, Any] = {
+    "classification": AutoModelForSequenceClassification,  # XLMRobertaForSequenceClassification
+    "mlm": AutoModelForMaskedLM,  # XLMRobertaForMaskedLM (decoder tied to the word embeddings)
+    "base": AutoModel,  # XLMRobertaModel with its pooler
+}
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _auto_class(task: str) -> Any:
+    if task not in TASKS:
+        raise AfroCometError(f"unknown model task {task!r}; choose one of: {', '.join(TASKS)}")
+    return TASKS[task]
+
+
+def build_model(
+    config_or_preset: PretrainedConfig | ModelPreset | str,
+    task: str = "classification",
+    *,
+    vocab_size: int | None = None,
+    num_labels: int = 3,
+    attn_implementation: str = "sdpa",
+    seed: int | None = None,
+) -> PreTrainedModel:
+    """A randomly initialised XLM-R model for `task`, from a config, a preset or a preset name.
+
+    `vocab_size` and `num_labels` apply to presets only; a config is used as given.
+    With `seed`, the weights depend only on the seed (the global torch RNG is left untouched).
+    """
+    auto_class = _auto_class(task)
+    if isinstance(config_or_preset, str):
+        config_or_preset = get_preset(config_or_preset)
+    if isinstance(config_or_preset, ModelPreset):
+        config = config_or_preset.to_config(vocab_size=vocab_size, num_labels=num_labels)
+    else:
+        config = copy.deepcopy(config_or_preset)  # from_config writes to the config it is given
+    if seed is None:
+        return _from_config(auto_class, config, task, attn_implementation)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _from_config(auto_class, config, task, attn_implementation)
+
+
+def _from_config(auto_class: Any, config: PretrainedConfig, task: str, attn_implementation: str) -> PreTrainedModel:
+    try:
+        return auto_class.from_config(config, attn_implementation=attn_implementation)
+    except (ValueError, ImportError) as exc:
+        raise AfroCometError(f"could not build a {task} model: {exc}") from exc
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """The number of parameters, each tied (shared) tensor counted once."""
+    unique = {id(p): p for _, p in model.named_parameters(remove_duplicate=False)}
+    return sum(p.numel() for p in unique.values())
+
+
+def preset_parameters(name: str, *, vocab_size: int | None = None) -> int:
+    """Parameters of the preset's `XLMRobertaModel` (with pooler), counted on a model built on `meta`."""
+    config = get_preset(name).to_config(vocab_size=vocab_size)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        model = AutoModel.from_config(config)
+    return count_parameters(model)
+
+
+def presets_table() -> list[dict[str, Any]]:
+    """One row per preset, parameters counted from built models."""
+    return [
+        {
+            "name": p.name,
+            "layers": p.num_layers,
+            "hidden": p.hidden_size,
+            "heads": p.num_heads,
+            "ffn": p.intermediate_size,
+            "vocab": p.vocab_size,
+            "positions": p.max_position_embeddings,
+            "parameters": preset_parameters(p.name),
+            "description": p.description,
+        }
+        for p in PRESETS.values()
+    ]
+
+
+def _check_local_weights(folder: Path) -> None:
+    if not folder.is_dir():
+        raise AfroCometError("model folder not found", path=folder)
+    if not (folder / "config.json").is_file():
+        raise AfroCometError("model folder has no config.json", path=folder)
+    if any((folder / name).is_file() for name in SAFE_WEIGHTS):
+        return
+    if any((folder / name).is_file() for name in PICKLED_WEIGHTS):
+        raise AfroCometError(
+            "model folder has only pickled pytorch_model.bin weights, which afrocomet does not load "
+            "(unpickling can run code); convert them to model.safetensors first, e.g. "
+            "model.save_pretrained(folder) with transformers, or the safetensors 'convert' script",
+            path=folder,
+        )
+    raise AfroCometError("model folder has no model.safetensors", path=folder)
+
+
+def load_pretrained(
+    name_or_path: str | Path,
+    task: str = "classification",
+    *,
+    num_labels: int = 3,
+    id2label: dict[int, str] | None = None,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """Load a pretrained model for `task` from a local folder or a Hub id, safetensors weights only.
+
+    A classification head missing from the checkpoint is initialised at random (e.g. AfroXLMR's
+    MLM checkpoint); a head of another size is an error.
+    """
+    auto_class = _auto_class(task)
+    name = str(name_or_path)
+    if looks_local(name):
+        folder = Path(name).expanduser()
+        _check_local_weights(folder)
+        name = str(folder)
+    kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": trust_remote_code,
+                              "ignore_mismatched_sizes": False}
+    if task == "classification":
+        kwargs["num_labels"] = num_labels
+        if id2label is not None:
+            if len(id2label) != num_labels:
+                raise AfroCometError(f"id2label has {len(id2label)} labels but num_labels is {num_labels}")
+            kwargs["id2label"] = {int(i): str(v) for i, v in id2label.items()}
+            kwargs["label2id"] = {str(v): int(i) for i, v in id2label.items()}
+    try:
+        return auto_class.from_pretrained(name, **kwargs)
+    except (OSError, ValueError, RuntimeError) as exc:
+        hint = ""
+        if isinstance(exc, OSError):
+            hint = (" (not found locally and could not be downloaded: no network, or HF_HUB_OFFLINE set?"
+                    " Pass a local folder with config.json and model.safetensors)")
+        raise AfroCometError(f"could not load {task} model {name!r}{hint}: {first_line(exc)}") from exc
+
+
+def looks_local(name: str) -> bool:
+    """True if `name` is meant as a local path rather than a Hub id like "owner/model"."""
+    return (
+        Path(name).expanduser().exists()
+        or name.startswith((".", "/", "~"))
+        or name.endswith(("/", "\\"))
+        or name.count("/") > 1
+        or "\\" in name
+    )
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (library errors are often many lines long)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,509 @@
+"""`afrocomet run`: data -> tokenizer -> teacher preparation -> stage 1 -> stage 2 -> evaluation -> report.
+
+The stages themselves all go through `distill.trainer.train_stage`; this module only decides which
+models and data each stage gets, and in what order. Systems compared in one run:
+
+- `teacher`, `student` (hybrid: KD + attention + labels),
+- `student_kd_only` (attention weight 0), `student_no_distill` (labels only, same budget),
+- `tfidf_baseline` (char 2-5-gram TF-IDF + logistic regression), `majority`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from afrocomet.config import RunConfig, StageConfig, validate
+from afrocomet.data.batching import Encoded, MLMMasker, collate, encode
+from afrocomet.data.schema import Dataset
+from afrocomet.errors import AfroCometError
+
+log = logging.getLogger("afrocomet")
+
+TEACHER_STAGES = ("teacher-pretrain", "teacher-finetune")
+STUDENT_STAGES = ("distill-mlm", "distill-task", "student-finetune")
+
+
+# ----------------------------------------------------------------------------- default configs
+
+
+def default_stages(quick: bool = False, pretrained_teacher: bool = False) -> list[StageConfig]:
+    """The paper's stages with budgets that fit the built-in default on 2 CPU cores (15 min)."""
+    if quick:
+        common = dict(batch_size=32, max_steps=12, log_every=4, lr=2e-3)
+        return [
+            StageConfig(name="teacher-pretrain", kind="teacher-pretrain", epochs=1, hard_weight=1.0, **common),
+            StageConfig(name="teacher-finetune", kind="teacher-finetune", epochs=1, **common),
+            StageConfig(name="stage1", kind="distill-mlm", epochs=1, **common),
+            StageConfig(name="stage2", kind="distill-task", epochs=1, **common),
+        ]
+    stages = []
+    if not pretrained_teacher:
+        stages.append(StageConfig(name="teacher-pretrain", kind="teacher-pretrain", epochs=3, batch_size=64,
+                                  lr=1e-3, warmup_ratio=0.05, patience=0))
+    stages += [
+        StageConfig(name="teacher-finetune", kind="teacher-finetune", epochs=3, batch_size=32,
+                    lr=2e-5 if pretrained_teacher else 2e-4, patience=2),
+        StageConfig(name="stage1", kind="distill-mlm", epochs=2, batch_size=64, lr=1e-3, temperature=2.0,
+                    patience=0),
+        StageConfig(name="stage2", kind="distill-task", epochs=4, batch_size=32, lr=5e-4, temperature=2.0,
+                    patience=2),
+    ]
+    return stages
+
+
+def default_config(quick: bool = False, teacher: str | None = None) -> RunConfig:
+    """The built-in default (demo presets, tokenizer trained here), its --quick variant, or the
+    paper's setting when `teacher` names a pretrained model (comet student, teacher's tokenizer)."""
+    config = RunConfig(quick=quick)
+    if teacher is not None and not _is_preset(teacher):
+        config.model.teacher = teacher
+        config.model.student = "comet"
+        config.stages = default_stages(quick, pretrained_teacher=True)
+    else:
+        if quick:
+            config.model.teacher, config.model.student, config.model.vocab_size = "tiny-teacher", "tiny-student", 1000
+            config.data.max_length = 64
+            config.ablations = True
+        elif teacher is not None:
+            config.model.teacher = teacher
+        config.stages = default_stages(quick)
+    return validate(config)
+
+
+def _is_preset(name: str) -> bool:
+    from afrocomet.models.presets import PRESETS
+
+    return name in PRESETS
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class RunData:
+    datasets: dict[str, Dataset]
+    tokenizer: object
+    train: Encoded  # all languages, groups = language
+    dev: dict[str, Encoded]
+    test: dict[str, Encoded]
+    unlabelled: Encoded  # stage-1 text (train tweets + extra text files)
+    labels: tuple[str, ...] = ()
+    truncated: dict[str, int] = field(default_factory=dict)
+
+
+def load_datasets(config: RunConfig) -> dict[str, Dataset]:
+    from afrocomet.data.afrisenti import load_afrisenti, load_custom
+
+    d = config.data
+    if d.train is not None:
+        name = d.languages[0] if len(d.languages) == 1 else "custom"
+        return {name: load_custom(train=d.train, dev=d.dev, test=d.test, name=name)}
+    return load_afrisenti(d.languages, d.data_dir, download=d.download)
+
+
+def read_extra_text(paths: list[str]) -> list[str]:
+    """Unlabelled text files for stage 1: UTF-8, one text per line, blank lines skipped."""
+    texts: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise AfroCometError("extra text file not found", path=path)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            line = path.read_bytes()[: exc.start].count(b"\n") + 1
+            raise AfroCometError(f"not UTF-8 (byte {exc.start})", path=path, line=line) from exc
+        texts.extend(t for t in lines if t.strip())
+    return texts
+
+
+def prepare_data(config: RunConfig, datasets: dict[str, Dataset], tokenizer) -> RunData:
+    n = config.data.max_length
+    labels = next(iter(datasets.values())).labels
+    train, dev, test, truncated = [], {}, {}, {}
+    for lang, ds in datasets.items():
+        train.append(encode(tokenizer, ds.texts("train"), n, labels=ds.label_ids("train"), group=lang))
+        dev[lang] = encode(tokenizer, ds.texts("dev"), n, labels=ds.label_ids("dev"), group=lang)
+        test[lang] = encode(tokenizer, ds.texts("test"), n, labels=ds.label_ids("test"), group=lang)
+        truncated[lang] = test[lang].truncated
+    all_train = Encoded.concat(train)
+    extra = read_extra_text(config.data.extra_text)
+    unlabelled = Encoded(ids=list(all_train.ids), groups=list(all_train.groups))
+    if extra:
+        more = encode(tokenizer, extra, n, group="extra")
+        unlabelled = Encoded.concat([unlabelled, more])
+    return RunData(datasets, tokenizer, all_train, dev, test, unlabelled, labels, truncated)
+
+
+# ----------------------------------------------------------------------------- evaluation hooks
+
+
+def predict_encoded(model: nn.Module, data: Encoded, pad_id: int, device, batch_size: int = 128) -> np.ndarray:
+    """Class logits for already-encoded texts (length-sorted batches, original order)."""
+    order = sorted(range(len(data)), key=lambda i: len(data.ids[i]))
+    out = np.zeros((len(data), model.config.num_labels), dtype=np.float32)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            batch = collate(data, index, pad_id)
+            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+            out[index] = logits.float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def dev_f1(dev: dict[str, Encoded], pad_id: int, device) -> Callable[[nn.Module], float]:
+    """Dev score for task stages: weighted F1 averaged over languages."""
+    from sklearn.metrics import f1_score
+
+    def score(model: nn.Module) -> float:
+        values = []
+        for data in dev.values():
+            pred = predict_encoded(model, data, pad_id, device).argmax(-1)
+            values.append(f1_score(data.labels, pred, average="weighted"))
+        return float(np.mean(values))
+
+    return score
+
+
+def dev_mlm(dev: dict[str, Encoded], tokenizer, device, limit: int = 512, seed: int = 1234) -> Callable[[nn.Module], float]:
+    """Dev score for masked-LM stages: minus the MLM loss on a fixed, fixed-mask dev sample."""
+    from afrocomet.distill.trainer import model_outputs
+
+    data = Encoded.concat(list(dev.values()))
+    index = np.random.default_rng(seed).permutation(len(data))[:limit]
+    masker = MLMMasker(tokenizer, 0.15, seed=seed)
+    batches = [masker(collate(data, index[i:i + 64].tolist(), tokenizer.pad_token_id)) for i in range(0, len(index), 64)]
+
+    def score(model: nn.Module) -> float:
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        with torch.inference_mode():
+            for batch in batches:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                out = model_outputs(model, batch, "mlm")
+                if out["labels"].numel():
+                    total += float(torch.nn.functional.cross_entropy(out["logits"].float(), out["labels"], reduction="sum"))
+                    count += out["labels"].numel()
+        model.train(was_training)
+        return -total / max(count, 1)
+
+    return score
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def convert_head(model: nn.Module, task: str, num_labels: int, id2label: dict[int, str]) -> nn.Module:
+    """The same encoder with another head: masked-LM <-> sequence classification.
+
+    The encoder weights are copied; the new head starts as the model class initialises it.
+    """
+    from afrocomet.models.build import build_model
+
+    config = copy.deepcopy(model.config)
+    config.num_labels = num_labels
+    config.id2label = {int(k): v for k, v in id2label.items()}
+    config.label2id = {v: int(k) for k, v in id2label.items()}
+    new = build_model(config, task)
+    missing, unexpected = new.base_model.load_state_dict(model.base_model.state_dict(), strict=False)
+    bad = [k for k in missing if not k.startswith("pooler.")]
+    if bad or unexpected:
+        raise AfroCometError(f"could not move the encoder to a {task} model: missing {bad[:3]}, unexpected {unexpected[:3]}")
+    return new.to(next(model.parameters()).device)
+
+
+def save_hf_model(model: nn.Module, tokenizer, out_dir: Path) -> Path:
+    """A standard Hugging Face folder (config.json with id2label, model.safetensors, tokenizer files)."""
+    from afrocomet.io import atomic_dir
+
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return out_dir
+
+
+@dataclass
+class Context:
+    """What every stage of one run shares."""
+
+    config: RunConfig
+    data: RunData
+    device: torch.device
+    work: Path
+    progress: bool = True
+    results: dict[str, dict] = field(default_factory=dict)  # stage name -> StageResult dict
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.data.labels))
+
+    @property
+    def pad_id(self) -> int:
+        return self.data.tokenizer.pad_token_id
+
+    def train(self, stage: StageConfig, model: nn.Module, *, teacher: nn.Module | None = None, tag: str = "",
+              seed: int | None = None) -> nn.Module:
+        """Run one stage through the single training loop and record what happened."""
+        from afrocomet.distill.trainer import stage_task, train_stage
+
+        name = f"{stage.name}{tag}"
+        task = stage_task(stage.kind)
+        data = self.data.unlabelled if task == "mlm" else self.data.train
+        evaluate = dev_mlm(self.data.dev, self.data.tokenizer, self.device) if task == "mlm" else \
+            dev_f1(self.data.dev, self.pad_id, self.device)
+        alpha = self.config.data.sampling_alpha if task == "classification" else None
+        t0 = time.perf_counter()
+        log.info("stage %s (%s) starts", name, stage.kind)
+        result = train_stage(stage, model, data, tokenizer=self.data.tokenizer, teacher=teacher, evaluate=evaluate,
+                             out_dir=self.work / "logs" / name, device=self.device,
+                             seed=self.config.seed if seed is None else seed, alpha=alpha, progress=self.progress)
+        log.info("stage %s done: %d steps in %.1fs, dev %.4f", name, result.steps, time.perf_counter() - t0,
+                 result.best_score if result.best_score is not None else float("nan"))
+        if result.log:
+            result.log = str(Path(result.log).relative_to(self.work))  # the run folder is renamed at the end
+        self.results[name] = result.to_dict()
+        return model
+
+
+# ----------------------------------------------------------------------------- the run
+
+# student variants: (system name, tag in stage names, weight overrides)
+VARIANTS = (
+    ("student", "", {}),
+    ("student_kd_only", "[kd_only]", {"attention_weight": 0.0}),
+    ("student_no_distill", "[no_distill]", {"kd_weight": 0.0, "attention_weight": 0.0}),
+)
+
+
+def _stage(config: RunConfig, kind: str) -> StageConfig | None:
+    return next((s for s in config.stages if s.kind == kind), None)
+
+
+def make_tokenizer(ctx_config: RunConfig, datasets: dict[str, Dataset]):
+    """The teacher's own tokenizer, or (for preset teachers) one trained on the training split only."""
+    from afrocomet.tokenizer import load_tokenizer, train_tokenizer
+
+    m = ctx_config.model
+    if m.tokenizer is not None:
+        return load_tokenizer(m.tokenizer, trust_remote_code=m.trust_remote_code)
+    if not _is_preset(m.teacher):
+        return load_tokenizer(m.teacher, trust_remote_code=m.trust_remote_code)
+    texts = [t for ds in datasets.values() for t in ds.texts("train")]
+    return train_tokenizer(texts, vocab_size=m.vocab_size)
+
+
+def prepare_teacher(ctx: Context) -> tuple[nn.Module | None, nn.Module]:
+    """Teacher preparation: (masked-LM teacher for stage 1, classification teacher for stage 2)."""
+    from afrocomet.models.build import build_model, load_pretrained
+    from afrocomet.models.presets import get_preset
+
+    m, vocab = ctx.config.model, len(ctx.data.tokenizer)
+    labels = ctx.id2label
+    pretrain, finetune = _stage(ctx.config, "teacher-pretrain"), _stage(ctx.config, "teacher-finetune")
+    need_mlm = _stage(ctx.config, "distill-mlm") is not None
+    if _is_preset(m.teacher):
+        mlm = build_model(get_preset(m.teacher), "mlm", vocab_size=vocab, seed=ctx.config.seed)
+        if pretrain is not None:
+            ctx.train(pretrain, mlm)
+        cls = convert_head(mlm, "classification", len(labels), labels)
+    else:
+        mlm = load_pretrained(m.teacher, "mlm", trust_remote_code=m.trust_remote_code) if need_mlm else None
+        cls = load_pretrained(m.teacher, "classification", num_labels=len(labels), id2label=labels,
+                              trust_remote_code=m.trust_remote_code)
+        if has_task_head(m.teacher, labels):
+            log.info("teacher %s already has a %d-class head: fine-tuning skipped", m.teacher, len(labels))
+            finetune = None
+    if finetune is not None:
+        ctx.train(finetune, cls)
+    for model in (mlm, cls):
+        if model is not None:
+            model.eval().requires_grad_(False)
+    return mlm, cls
+
+
+def has_task_head(name_or_path: str, id2label: dict[int, str]) -> bool:
+    """True when a saved model is already a sequence classifier over exactly these labels."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError):
+        return False
+    archs = config.architectures or []
+    same = {str(v).lower() for v in config.id2label.values()} == {v.lower() for v in id2label.values()}
+    return any(a.endswith("ForSequenceClassification") for a in archs) and same
+
+
+def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, overrides: dict, seed: int) -> nn.Module:
+    """Stage 1 (task-agnostic, MLM) then stage 2 (task-specific) for one student variant."""
+    from afrocomet.models.build import build_model, load_pretrained
+    from afrocomet.models.presets import get_preset
+
+    m, vocab, labels = ctx.config.model, len(ctx.data.tokenizer), ctx.id2label
+    torch.manual_seed(seed)
+    if _is_preset(m.student):
+        student = build_model(get_preset(m.student), "mlm", vocab_size=vocab, seed=seed)
+    else:
+        student = load_pretrained(m.student, "mlm", trust_remote_code=m.trust_remote_code)
+    for stage in ctx.config.stages:
+        if stage.kind not in STUDENT_STAGES:
+            continue
+        stage = replace(stage, **overrides) if stage.kind != "student-finetune" else stage
+        if stage.kind == "distill-mlm":
+            ctx.train(stage, student, teacher=teacher_mlm if _uses_teacher(stage) else None, tag=tag, seed=seed)
+        else:
+            if "MaskedLM" in type(student).__name__:
+                student = convert_head(student, "classification", len(labels), labels)
+            ctx.train(stage, student, teacher=teacher_cls if _uses_teacher(stage) else None, tag=tag, seed=seed)
+    if "MaskedLM" in type(student).__name__:
+        student = convert_head(student, "classification", len(labels), labels)
+    return student.eval()
+
+
+def _uses_teacher(stage: StageConfig) -> bool:
+    return stage.kind in ("distill-mlm", "distill-task") and (stage.kd_weight > 0 or stage.attention_weight > 0)
+
+
+def evaluate_systems(ctx: Context, models: dict[str, list[nn.Module]]) -> tuple[dict, dict[str, np.ndarray]]:
+    """Metrics per language and system (mean ± std over seeds), plus the baselines.
+
+    Returns (languages.<lang>.<system> metrics, student test predictions per language).
+    """
+    from afrocomet.evaluate import compute_metrics, majority_baseline, tfidf_baseline
+
+    labels = ctx.data.labels
+    out: dict[str, dict] = {}
+    student_preds: dict[str, np.ndarray] = {}
+    for lang, ds in ctx.data.datasets.items():
+        gold = ctx.data.test[lang].labels
+        row: dict[str, dict] = {}
+        for system, seeded in models.items():
+            runs = []
+            for i, model in enumerate(seeded):
+                pred = predict_encoded(model, ctx.data.test[lang], ctx.pad_id, ctx.device).argmax(-1)
+                runs.append(compute_metrics(gold, pred.tolist(), labels))
+                if system == "student" and i == 0:
+                    student_preds[lang] = pred
+            row[system] = _mean_over_seeds(runs)
+        train_labels = ds.label_ids("train")
+        row["tfidf_baseline"] = compute_metrics(
+            gold, tfidf_baseline(ds.texts("train"), train_labels, ds.texts("test"), seed=ctx.config.seed), labels)
+        row["majority"] = compute_metrics(gold, majority_baseline(train_labels, len(gold)), labels)
+        out[lang] = row
+    return out, student_preds
+
+
+def _mean_over_seeds(runs: list[dict]) -> dict:
+    """First seed's full metrics, with scalar metrics replaced by the mean and `<metric>_std` added."""
+    merged = dict(runs[0])
+    if len(runs) > 1:
+        for key in ("accuracy", "weighted_f1", "macro_f1"):
+            values = [r[key] for r in runs]
+            merged[key] = float(np.mean(values))
+            merged[f"{key}_std"] = float(np.std(values, ddof=1))
+    return merged
+
+
+def write_predictions(ctx: Context, preds: dict[str, np.ndarray], out: Path) -> None:
+    """AfriSenti submission format: columns ID and label (ID from the input, else the row number)."""
+    from afrocomet.io import atomic_write_text
+
+    for lang, pred in preds.items():
+        examples = ctx.data.datasets[lang].splits["test"]
+        lines = ["ID\tlabel"]
+        for i, (ex, p) in enumerate(zip(examples, pred)):
+            lines.append(f"{ex.id if ex.id is not None else i}\t{ctx.data.labels[int(p)]}")
+        atomic_write_text(out / "predictions" / f"{lang}.tsv", "\n".join(lines) + "\n")
+
+
+def measure_efficiency(ctx: Context, teacher: nn.Module, student: nn.Module, n_texts: int = 200) -> dict:
+    """Teacher vs student on real test tweets, side by side in this process (see afrocomet.bench)."""
+    from afrocomet.bench import compare
+
+    rng = np.random.default_rng(ctx.config.seed)
+    texts = [t for ds in ctx.data.datasets.values() for t in ds.texts("test")]
+    texts = [texts[i] for i in rng.permutation(len(texts))[:n_texts]]
+    raw = compare(teacher, student, ctx.data.tokenizer, ctx.data.tokenizer, texts,
+                  max_length=ctx.config.data.max_length, device=str(ctx.device))
+    flat = {side: _flat_bench(raw[side]) for side in ("teacher", "student")}
+    t, s = flat["teacher"], flat["student"]
+    flat["ratios"] = {k: (t[k] / s[k] if s[k] else None) for k in
+                      ("parameters", "disk_bytes", "latency_ms_p50", "latency_ms_p95", "peak_memory_bytes")}
+    flat["ratios"]["texts_per_s"] = s["texts_per_s"] / t["texts_per_s"] if t["texts_per_s"] else None
+    flat.update(device=raw["device"], threads=raw["threads"], n_texts=raw["n_texts"])
+    return flat
+
+
+def _flat_bench(side: dict) -> dict:
+    return {"parameters": side["parameters"], "disk_bytes": side["disk_bytes"],
+            "latency_ms_p50": side["latency"]["p50_ms"], "latency_ms_p95": side["latency"]["p95_ms"],
+            "texts_per_s": side["throughput"]["texts_per_s"], "peak_memory_bytes": side["memory_bytes"]}
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to replace another run's results unless asked to."""
+    if out.exists() and not out.is_dir():
+        raise AfroCometError("output path exists and is not a folder", path=out)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        what = "another run's results" if (out / "results.json").exists() else "files"
+        raise AfroCometError(f"output folder already holds {what}; pass --overwrite or choose another --out", path=out)
+
+
+def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
+    """The whole method on one config; everything lands in `config.out` at once at the end."""
+    from afrocomet import __version__
+    from afrocomet.config import save_config, to_dict
+    from afrocomet.distill.trainer import resolve_device
+    from afrocomet.evaluate import average_metrics, retention
+    from afrocomet.io import atomic_dir, atomic_write_json, atomic_write_text
+    from afrocomet.report import model_card, write_report
+
+    config = validate(config)
+    out = Path(config.out)
+    check_output_dir(out, overwrite)
+    started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
+    device = resolve_device(config.device)
+    with atomic_dir(out) as work:
+        save_config(config, work / "config.yaml")
+        datasets = load_datasets(config)
+        data = prepare_data(config, datasets, make_tokenizer(config, datasets))
+        ctx = Context(config, data, device, work, progress)
+        teacher_mlm, teacher = prepare_teacher(ctx)
+        seeds = [config.seed + i for i in range(config.seeds)]
+        models: dict[str, list[nn.Module]] = {"teacher": [teacher]}
+        for system, tag, overrides in VARIANTS if config.ablations else VARIANTS[:1]:
+            models[system] = [train_student(ctx, teacher_mlm, teacher, tag + (f"[seed{s}]" if s != seeds[0] else ""),
+                                            overrides, s) for s in seeds]
+        languages, preds = evaluate_systems(ctx, models)
+        systems = list(next(iter(languages.values())))
+        average = {sys_: average_metrics({lang: row[sys_] for lang, row in languages.items()}) for sys_ in systems}
+        student = models["student"][0]
+        save_hf_model(teacher, data.tokenizer, work / "teacher")
+        save_hf_model(student, data.tokenizer, work / "student")
+        results = {
+            "afrocomet_version": __version__, "created": started, "labels": list(data.labels), "systems": systems,
+            "languages": languages, "average": average,
+            "retention": retention(average["student"], average["teacher"]),
+            "efficiency": measure_efficiency(ctx, teacher, student),
+            "stages": ctx.results, "truncated": data.truncated, "seeds": seeds, "device": str(device),
+            "config": to_dict(config),
+        }
+        results["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        write_predictions(ctx, preds, work)
+        atomic_write_json(work / "results.json", results)
+        write_report(results, work)
+        atomic_write_text(work / "student" / "README.md", model_card(results))
+    return results
