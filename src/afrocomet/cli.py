@@ -204,6 +204,77 @@ def _print_summary(results: dict, out: Path) -> None:
                f"in {results['wall_seconds']:.0f}s")
 
 
+# ----------------------------------------------------------------------------- predict / evaluate
+
+
+def _metrics_line(m: dict) -> str:
+    return (f"weighted F1 {100 * m['weighted_f1']:.2f}%, accuracy {100 * m['accuracy']:.2f}%, "
+            f"macro F1 {100 * m['macro_f1']:.2f}% on {m['n']} labelled texts")
+
+
+@cli.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
+              help="Saved classifier folder (config.json, model.safetensors, tokenizer), e.g. runs/afrocomet/student.")
+@click.option("--input", "input_file", required=True, help="TSV with a tweet/text column [+ label, ID]; '-' for stdin.")
+@click.option("--output", "output_file", required=True, help="TSV to write (ID<TAB>label); '-' for stdout.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--max-length", type=click.IntRange(min=2), default=None,
+              help="Tokens per text; longer texts are truncated. Default: the model's limit, at most 512.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with the model folder to run.")
+def predict(model_dir, input_file, output_file, batch_size, max_length, device, trust_remote_code) -> None:
+    """Label a TSV file with a saved classifier (streamed: any file size); scores it if it has labels."""
+    from afrocomet.predict import predict_file
+
+    result = predict_file(model_dir, input_file, output_file, batch_size=batch_size, max_length=max_length,
+                          device=device, trust_remote_code=trust_remote_code)
+    where = "" if output_file == "-" else f" -> {output_file}"
+    click.echo(f"predicted {result['n']} texts, {result['truncated']} truncated "
+               f"(max length {result['max_length']}){where}", err=True)
+    if result["metrics"] is not None:
+        click.echo(_metrics_line(result["metrics"]), err=True)
+
+
+@cli.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True, help="Saved classifier folder.")
+@click.option("--languages", "-l", multiple=True, help="AfriSenti languages (default hau ibo kin swa yor).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="AfriSenti folder; default $AFROCOMET_DATA, then the cache, then download.")
+@click.option("--split", type=click.Choice(["train", "dev", "test"]), default="test", show_default=True)
+@click.option("--test", "test_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Your own labelled TSV instead of AfriSenti.")
+@click.option("--no-download", is_flag=True, help="Never download AfriSenti; fail if it is not found.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--max-length", type=click.IntRange(min=2), default=None,
+              help="Default: the model's limit, at most 512.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the metrics as JSON.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with the model folder to run.")
+def evaluate(model_dir, languages, data_dir, split, test_file, no_download, batch_size, max_length, device, out,
+             trust_remote_code) -> None:
+    """Score a saved classifier on AfriSenti (per language and average) or on your own test file."""
+    from afrocomet.data.schema import DEFAULT_LANGUAGES
+    from afrocomet.io import atomic_write_json
+    from afrocomet.predict import evaluate_model
+
+    result = evaluate_model(model_dir, languages=_split_languages(languages) or list(DEFAULT_LANGUAGES),
+                            data_dir=data_dir, split=split, test=test_file, batch_size=batch_size,
+                            max_length=max_length, device=device, download=not no_download,
+                            trust_remote_code=trust_remote_code)
+    keys = ("accuracy", "weighted_f1", "macro_f1")
+    rows = [[name, m["n"], *(f"{100 * m[k]:.2f}" for k in keys), m["truncated"]]
+            for name, m in result["languages"].items()]
+    rows.append(["average", sum(m["n"] for m in result["languages"].values()),
+                 *(f"{100 * result['average'][k]:.2f}" for k in keys), ""])
+    on = result["test"] or f"AfriSenti {split}"
+    _print_table(f"{model_dir} on {on} (%)", ["language", "n", "accuracy", "weighted F1", "macro F1", "truncated"],
+                 rows)
+    if out is not None:
+        atomic_write_json(out, result)
+        click.echo(f"wrote {out}")
+
+
 # ----------------------------------------------------------------------------- entry point
 
 

@@ -44,6 +44,7 @@ class ModelConfig:
     student: str = "demo-student"  # preset name or local folder
     tokenizer: str | None = None  # None: the teacher's own, or one trained on train text for presets
     vocab_size: int = 8000  # size of the trained tokenizer (presets only)
+    tokenizer_sample: int | None = None  # train the tokenizer on at most this many train texts (None: all)
     trust_remote_code: bool = False
 
 
@@ -139,6 +140,7 @@ def validate(config: RunConfig, where: str = "config") -> RunConfig:
         raise AfroCometError(f"{where}: data.max_length must be >= 8, got {config.data.max_length}")
     _check_positive(where, "data.sampling_alpha", config.data.sampling_alpha, allow_zero=True)
     _check_positive(where, "model.vocab_size", config.model.vocab_size)
+    _check_positive(where, "model.tokenizer_sample", config.model.tokenizer_sample)
     _check_positive(where, "seeds", config.seeds)
     names = [s.name for s in config.stages]
     if len(set(names)) != len(names):

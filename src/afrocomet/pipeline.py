@@ -39,12 +39,13 @@ def default_stages(quick: bool = False, pretrained_teacher: bool = False) -> lis
     """The paper's stages with budgets that fit the built-in default on 2 CPU cores (15 min)."""
     if quick:
         common = dict(batch_size=32, max_steps=12, log_every=4, lr=2e-3)
-        return [
-            StageConfig(name="teacher-pretrain", kind="teacher-pretrain", epochs=1, hard_weight=1.0, **common),
+        stages = [
+            StageConfig(name="teacher-pretrain", kind="teacher-pretrain", epochs=1, **common),
             StageConfig(name="teacher-finetune", kind="teacher-finetune", epochs=1, **common),
             StageConfig(name="stage1", kind="distill-mlm", epochs=1, **common),
             StageConfig(name="stage2", kind="distill-task", epochs=1, **common),
         ]
+        return stages[1:] if pretrained_teacher else stages
     stages = []
     if not pretrained_teacher:
         stages.append(StageConfig(name="teacher-pretrain", kind="teacher-pretrain", epochs=3, batch_size=64,
@@ -71,6 +72,7 @@ def default_config(quick: bool = False, teacher: str | None = None) -> RunConfig
     else:
         if quick:
             config.model.teacher, config.model.student, config.model.vocab_size = "tiny-teacher", "tiny-student", 1000
+            config.model.tokenizer_sample = 3000
             config.data.max_length = 64
             config.ablations = True
         elif teacher is not None:
@@ -229,8 +231,14 @@ def save_hf_model(model: nn.Module, tokenizer, out_dir: Path) -> Path:
     """A standard Hugging Face folder (config.json with id2label, model.safetensors, tokenizer files)."""
     from afrocomet.io import atomic_dir
 
+    from transformers.utils import logging as hf_logging
+
     with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        hf_logging.disable_progress_bar()  # one shard of a small model: no bar needed
+        try:
+            model.save_pretrained(tmp)  # safetensors
+        finally:
+            hf_logging.enable_progress_bar()
         tokenizer.save_pretrained(tmp)
     return out_dir
 
@@ -302,6 +310,9 @@ def make_tokenizer(ctx_config: RunConfig, datasets: dict[str, Dataset]):
     if not _is_preset(m.teacher):
         return load_tokenizer(m.teacher, trust_remote_code=m.trust_remote_code)
     texts = [t for ds in datasets.values() for t in ds.texts("train")]
+    if m.tokenizer_sample is not None and m.tokenizer_sample < len(texts):
+        keep = np.random.default_rng(ctx_config.seed).choice(len(texts), m.tokenizer_sample, replace=False)
+        texts = [texts[i] for i in sorted(keep)]
     return train_tokenizer(texts, vocab_size=m.vocab_size)
 
 

@@ -112,32 +112,47 @@ def read_tsv(
     path = Path(path)
     rows = _rows(_split_lines(_read_utf8(path), path), path)
     _, header = next(rows)
-    text_col, label_col, id_col = _header_columns(header, path, require_label)
-    examples: list[Example] = []
+    columns = _header_columns(header, path, require_label)
     seen_ids: dict[str, int] = {}
-    for number, row in rows:
-        if len(row) != len(header):
-            hint = " (a tab inside the text?)" if len(row) > len(header) else ""
-            raise AfroCometError(f"expected {len(header)} columns, got {len(row)}{hint}", path, number)
-        text = row[text_col]
-        if not text.strip():
-            raise AfroCometError("empty text", path, number)
-        label = None if label_col is None else row[label_col].strip()
-        if label == "":
-            raise AfroCometError("empty label", path, number)
-        if label is not None and labels is not None and label not in labels:
-            raise AfroCometError(f"unknown label {label!r}; allowed: {', '.join(labels)}", path, number)
-        ex_id = None if id_col is None else row[id_col].strip()
-        if ex_id is not None:
-            if not ex_id:
-                raise AfroCometError("empty ID", path, number)
-            if ex_id in seen_ids:
-                raise AfroCometError(f"duplicate ID {ex_id!r} (first on line {seen_ids[ex_id]})", path, number)
-            seen_ids[ex_id] = number
-        examples.append(Example(text=text, label=label, id=ex_id, source=str(path), line=number))
+    examples = [_parse_row(row, len(header), columns, path, number, labels, seen_ids) for number, row in rows]
     if not examples:
         raise AfroCometError("file has a header but no rows", path=path)
     return examples
+
+
+def _parse_row(
+    row: list[str],
+    n_columns: int,
+    columns: tuple[int, int | None, int | None],
+    path: str | Path,
+    number: int,
+    labels: Sequence[str] | None,
+    seen_ids: dict[str, int],
+) -> Example:
+    """One data row as an `Example`, checked; `columns` is (text, label, ID) from `_header_columns`.
+
+    `seen_ids` (ID -> line) is updated in place, so the caller can check a file row by row.
+    """
+    text_col, label_col, id_col = columns
+    if len(row) != n_columns:
+        hint = " (a tab inside the text?)" if len(row) > n_columns else ""
+        raise AfroCometError(f"expected {n_columns} columns, got {len(row)}{hint}", path, number)
+    text = row[text_col]
+    if not text.strip():
+        raise AfroCometError("empty text", path, number)
+    label = None if label_col is None else row[label_col].strip()
+    if label == "":
+        raise AfroCometError("empty label", path, number)
+    if label is not None and labels is not None and label not in labels:
+        raise AfroCometError(f"unknown label {label!r}; allowed: {', '.join(labels)}", path, number)
+    ex_id = None if id_col is None else row[id_col].strip()
+    if ex_id is not None:
+        if not ex_id:
+            raise AfroCometError("empty ID", path, number)
+        if ex_id in seen_ids:
+            raise AfroCometError(f"duplicate ID {ex_id!r} (first on line {seen_ids[ex_id]})", path, number)
+        seen_ids[ex_id] = number
+    return Example(text=text, label=label, id=ex_id, source=str(path), line=number)
 
 
 def _source(dataset: Dataset, split: str) -> str:

@@ -132,6 +132,9 @@ class MLMMasker:
         if tokenizer.mask_token is None:
             raise AfroCometError("the tokenizer has no mask token: masked-LM stages need one")
         self.collator = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=probability, seed=seed)
+        # transformers creates the seeded generator only in its __call__; we call torch_mask_tokens
+        # directly, which would otherwise draw from (and advance) the global torch RNG
+        self.collator.generator = torch.Generator().manual_seed(seed)
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

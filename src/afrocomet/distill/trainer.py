@@ -231,7 +231,9 @@ def train_stage(
                 if step % cfg.log_every == 0 or step == total_steps:
                     bar.set_postfix({k: f"{v[-1]:.3f}" for k, v in history.items()})
                 if evaluate is not None and (step % eval_every == 0 or step == total_steps):
-                    score = float(evaluate(student))
+                    # the callback gets its own RNG state: whatever it draws cannot change training
+                    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                        score = float(evaluate(student))
                     student.train()
                     if log_fh is not None:
                         log_fh.write(json.dumps({"step": step, "dev_score": score}) + "\n")

@@ -1,0 +1,151 @@
+"""End to end: `afrocomet run --quick` through the CLI, and every output it promises."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from afrocomet.cli import main
+
+SYSTEMS = ("teacher", "student", "student_kd_only", "student_no_distill", "tfidf_baseline", "majority")
+LANGS = ("hau", "ibo", "kin", "swa", "yor")
+
+
+@pytest.fixture(scope="module")
+def quick_run(afrisenti_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("quick") / "run"
+    code = main(["run", "--quick", "--quiet", "--data-dir", str(afrisenti_dir), "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_results_json_has_every_promised_key(quick_run):
+    results = json.loads((quick_run / "results.json").read_text())
+    for lang in LANGS:
+        for system in SYSTEMS:
+            for metric in ("accuracy", "weighted_f1", "macro_f1"):
+                assert 0.0 <= results["languages"][lang][system][metric] <= 1.0
+    for system in SYSTEMS:
+        assert set(results["average"][system]) >= {"accuracy", "weighted_f1", "macro_f1"}
+    assert set(results["retention"]) >= {"accuracy", "weighted_f1"}
+    for side in ("teacher", "student"):
+        eff = results["efficiency"][side]
+        assert eff["parameters"] > 0 and eff["disk_bytes"] > 0 and eff["latency_ms_p50"] > 0
+    assert results["efficiency"]["ratios"]["parameters"] > 1  # the student is smaller
+    for name in ("teacher-pretrain", "teacher-finetune", "stage1", "stage2", "stage1[kd_only]", "stage2[no_distill]"):
+        stage = results["stages"][name]
+        assert stage["steps"] > 0 and stage["seconds"] > 0
+        assert all(set(v) == {"first", "last"} for v in stage["terms"].values())
+    assert set(results["stages"]["stage1"]["terms"]) == {"hard", "kd", "attention", "total"}
+    assert set(results["stages"]["stage2[kd_only]"]["terms"]) == {"hard", "kd", "total"}
+    assert set(results["stages"]["stage2[no_distill]"]["terms"]) == {"hard", "total"}
+    assert results["config"]["quick"] is True
+    saved = yaml.safe_load((quick_run / "config.yaml").read_text())
+    assert saved == results["config"]
+
+
+def test_report_plots_and_logs(quick_run):
+    report = (quick_run / "report.md").read_text()
+    assert "weighted F1" in report
+    for png in ("weighted_f1_by_language.png", "confusion_teacher.png", "confusion_student.png", "loss_stage1.png"):
+        path = quick_run / "plots" / png
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"plots/{png}" in report
+    lines = (quick_run / "logs" / "stage2" / "log.jsonl").read_text().splitlines()
+    steps = [json.loads(line) for line in lines if '"dev_score"' not in line]
+    assert {"hard", "kd", "attention", "total", "lr", "temperature"} <= set(steps[0])
+
+
+def test_predictions_score_like_results(quick_run, afrisenti_dir):
+    from sklearn.metrics import f1_score
+
+    from afrocomet.data.afrisenti import read_tsv
+
+    results = json.loads((quick_run / "results.json").read_text())
+    for lang in LANGS:
+        rows = (quick_run / "predictions" / f"{lang}.tsv").read_text().splitlines()
+        assert rows[0] == "ID\tlabel"
+        pred = [r.split("\t") for r in rows[1:]]
+        gold = [ex.label for ex in read_tsv(afrisenti_dir / lang / "test.tsv")]
+        assert [int(i) for i, _ in pred] == list(range(len(gold)))  # AfriSenti has no IDs: row numbers
+        f1 = f1_score(gold, [lab for _, lab in pred], average="weighted")
+        assert f1 == pytest.approx(results["languages"][lang]["student"]["weighted_f1"], abs=1e-9)
+
+
+def test_student_reloads_with_transformers_alone(quick_run, afrisenti_dir):
+    """A fresh process with no afrocomet import gives the same predictions as the run."""
+    script = f"""
+import sys, torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+model = AutoModelForSequenceClassification.from_pretrained({str(quick_run / 'student')!r}).eval()
+tok = AutoTokenizer.from_pretrained({str(quick_run / 'student')!r})
+assert 'afrocomet' not in sys.modules
+lines = open({str(afrisenti_dir / 'swa' / 'test.tsv')!r}, encoding='utf-8').read().splitlines()[1:]
+texts = [l.split('\\t')[0] for l in lines]
+out = []
+with torch.inference_mode():
+    for i in range(0, len(texts), 64):
+        enc = tok(texts[i:i + 64], truncation=True, max_length=64, padding=True, return_tensors='pt')
+        out += [model.config.id2label[int(j)] for j in model(**enc).logits.argmax(-1)]
+print('\\n'.join(out))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_HUB_OFFLINE"] = "1"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    theirs = proc.stdout.split()
+    ours = [r.split("\t")[1] for r in (quick_run / "predictions" / "swa.tsv").read_text().splitlines()[1:]]
+    assert theirs == ours
+    card = (quick_run / "student" / "README.md").read_text()
+    assert card.startswith("---") and "2502.18020" in card
+
+
+def test_refuses_to_overwrite_another_run(quick_run, capsys):
+    before = (quick_run / "results.json").read_bytes()
+    code = main(["run", "--quick", "--quiet", "--out", str(quick_run)])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(quick_run) in err[0] and "--overwrite" in err[0]
+    assert (quick_run / "results.json").read_bytes() == before
+
+
+def test_failed_run_leaves_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", "--quick", "--quiet", "--data-dir", str(tmp_path / "missing"), "--out", str(out)])
+    assert code == 2
+    assert "missing" in capsys.readouterr().err
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary folder left behind either
+
+
+def test_pretrained_teacher_from_local_folder(afrisenti_dir, tmp_path):
+    """The paper's path (`--teacher NAME_OR_PATH`): the teacher's own tokenizer, fine-tuning, stages 1-2."""
+    from afrocomet.models.build import build_model
+    from afrocomet.pipeline import default_config, run
+    from afrocomet.tokenizer import train_tokenizer
+    from afrocomet.data.afrisenti import read_tsv
+
+    texts = [ex.text for ex in read_tsv(afrisenti_dir / "swa" / "train.tsv")]
+    tok = train_tokenizer(texts, vocab_size=400)
+    teacher_dir = tmp_path / "my-xlmr"
+    build_model("tiny-teacher", "mlm", vocab_size=len(tok), seed=0).save_pretrained(teacher_dir)
+    tok.save_pretrained(teacher_dir)
+
+    config = default_config(quick=True, teacher=str(teacher_dir))
+    assert config.model.student == "comet" and [s.kind for s in config.stages][0] == "teacher-finetune"
+    config.model.student = "tiny-student"  # comet's 250k-row embedding is too slow for a unit test
+    config.data.languages, config.data.data_dir, config.ablations = ["swa"], str(afrisenti_dir), False
+    config.data.max_length = 64
+    config.out = str(tmp_path / "out")
+    results = run(config, progress=False)
+    assert set(results["stages"]) == {"teacher-finetune", "stage1", "stage2"}
+    assert results["efficiency"]["teacher"]["parameters"] > results["efficiency"]["student"]["parameters"]
+    from transformers import AutoTokenizer
+
+    saved = AutoTokenizer.from_pretrained(tmp_path / "out" / "student")
+    assert saved("habari yako")["input_ids"] == tok("habari yako")["input_ids"]
