@@ -132,64 +132,121 @@ def config_cmd(quick: bool, teacher: str | None) -> None:
 # ----------------------------------------------------------------------------- run
 
 
-@cli.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (default runs/afrocomet, or runs/quick with --quick).  [RunConfig.out]")
-@click.option("--quick", is_flag=True, help="Tiny sizes and few steps (under 2 minutes), for tests and a look.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="YAML run config (see `afrocomet config`); flags given here override it.")
-@click.option("--languages", "-l", multiple=True, help="AfriSenti languages (default hau ibo kin swa yor).")
-@click.option("--teacher", default=None, help="Teacher: preset, Hugging Face id (Davlan/afro-xlmr-large) or folder.")
-@click.option("--student", default=None, help="Student preset (comet, demo-student, ...) or folder.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="AfriSenti folder; default $AFROCOMET_DATA, then the cache, then download.")
-@click.option("--train", "train_file", default=None, help="Your own train TSV (tweet/text + label [+ ID]).")
-@click.option("--dev", "dev_file", default=None, help="Your own dev TSV (default: 10%% of train).")
-@click.option("--test", "test_file", default=None, help="Your own test TSV.")
-@click.option("--seed", type=int, default=None, help="Random seed.")
-@click.option("--seeds", type=click.IntRange(min=1), default=None, help="Repeat the student stages with N seeds.")
-@click.option("--device", default=None, help="auto, cpu, cuda, cuda:1 ...")
-@click.option("--matching", type=click.Choice(["mean", "projection", "relations"]), default=None,
-              help="Attention matching mode for the distillation stages.")
-@click.option("--no-ablations", is_flag=True, help="Train only the hybrid student (no kd-only / no-distill).")
-@click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with a Hub model to run.")
-@click.option("--overwrite", is_flag=True, help="Replace an output folder that holds another run.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def run(out, quick, config_file, languages, teacher, student, data_dir, train_file, dev_file, test_file, seed, seeds,
-        device, matching, no_ablations, trust_remote_code, overwrite, quiet) -> None:
-    """Run the whole method: data, tokenizer, teacher, stage 1, stage 2, evaluation, report."""
-    import logging
+_DISTILL_FLAGS = ("kd_weight", "attention_weight", "hard_weight", "temperature", "matching", "attention_loss",
+                  "adaptive", "layer_map")
 
+
+def _run_options(fn):
+    """Options shared by `run` and `distill`; each maps to one config field."""
+    options = [
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Output folder (default runs/afrocomet, or runs/quick with --quick).  [out]"),
+        click.option("--quick", is_flag=True, help="Tiny sizes and few steps (about a minute), for tests and a look."),
+        click.option("--languages", "-l", multiple=True, help="AfriSenti languages, e.g. hau,swa (default: the five).  [data.languages]"),
+        click.option("--teacher", default=None, help="Teacher: preset, Hugging Face id (Davlan/afro-xlmr-large) or folder.  [model.teacher]"),
+        click.option("--student", default=None, help="Student preset (comet, demo-student, ...) or folder.  [model.student]"),
+        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="AfriSenti folder; default $AFROCOMET_DATA, then the cache, then download.  [data.data_dir]"),
+        click.option("--train", "train_file", default=None, help="Your own train TSV (tweet/text, label, optional ID).  [data.train]"),
+        click.option("--dev", "dev_file", default=None, help="Your own dev TSV (default: 10%% of train).  [data.dev]"),
+        click.option("--test", "test_file", default=None, help="Your own test TSV.  [data.test]"),
+        click.option("--extra-text", multiple=True, help="Unlabelled text file (one text a line) for stage 1.  [data.extra_text]"),
+        click.option("--seed", type=int, default=None, help="Random seed.  [seed]"),
+        click.option("--seeds", type=click.IntRange(min=1), default=None, help="Repeat the student stages with N seeds.  [seeds]"),
+        click.option("--device", default=None, help="auto, cpu, cuda, cuda:1 ...  [device]"),
+        click.option("--kd-weight", type=float, default=None, help="Weight of logit KD in distillation stages."),
+        click.option("--attention-weight", type=float, default=None, help="Weight of attention matching."),
+        click.option("--hard-weight", type=float, default=None, help="Weight of the hard-label loss."),
+        click.option("--temperature", type=float, default=None, help="Soft-target temperature T."),
+        click.option("--matching", type=click.Choice(["mean", "projection", "relations"]), default=None,
+                     help="Attention matching mode."),
+        click.option("--attention-loss", type=click.Choice(["kl", "mse"]), default=None, help="Loss on attention maps."),
+        click.option("--adaptive", type=click.Choice(["none", "magnitude", "uncertainty"]), default=None,
+                     help="Balance the loss terms as training goes."),
+        click.option("--layer-map", default=None, help="Student:teacher layer pairs, e.g. 0:5,1:11,2:17,3:23 (0-based)."),
+        click.option("--no-ablations", is_flag=True, help="Train only the hybrid student (no kd-only / no-distill).  [ablations]"),
+        click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with a Hub model to run.  [model.trust_remote_code]"),
+        click.option("--overwrite", is_flag=True, help="Replace an output folder that holds another run."),
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _parse_layer_map(text: str) -> list[list[int]]:
+    try:
+        return [[int(a), int(b)] for a, b in (pair.split(":") for pair in text.split(",") if pair.strip())]
+    except ValueError as exc:
+        raise AfroCometError(f"--layer-map: expected pairs like 0:5,1:11 (student:teacher), got {text!r}") from exc
+
+
+def _resolve_config(config_file: Path | None, opts: dict):
+    """Config file (or the built-in default), then flags on top; validated."""
     from afrocomet.config import load_config, validate
-    from afrocomet.pipeline import default_config, run as run_pipeline
+    from afrocomet.pipeline import default_config
 
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S")
+    quick, teacher = opts["quick"], opts["teacher"]
     config = load_config(config_file) if config_file else default_config(quick=quick, teacher=teacher)
     config.quick = config.quick or quick
-    if out is not None:
-        config.out = str(out)
+    if opts["out"] is not None:
+        config.out = str(opts["out"])
     elif config_file is None:
         config.out = "runs/quick" if quick else "runs/afrocomet"
-    langs = _split_languages(languages)
+    langs = _split_languages(opts["languages"])
     if langs:
         config.data.languages = langs
-    for value, section, name in ((teacher, "model", "teacher"), (student, "model", "student"),
-                                 (data_dir, "data", "data_dir"), (train_file, "data", "train"),
-                                 (dev_file, "data", "dev"), (test_file, "data", "test"),
-                                 (seed, None, "seed"), (seeds, None, "seeds"), (device, None, "device")):
+    fields = {"teacher": ("model", "teacher"), "student": ("model", "student"), "data_dir": ("data", "data_dir"),
+              "train_file": ("data", "train"), "dev_file": ("data", "dev"), "test_file": ("data", "test"),
+              "seed": (None, "seed"), "seeds": (None, "seeds"), "device": (None, "device")}
+    for key, (section, name) in fields.items():
+        value = opts[key]
         if value is not None:
             setattr(getattr(config, section) if section else config, name, str(value) if section == "data" else value)
-    if trust_remote_code:
+    if opts["extra_text"]:
+        config.data.extra_text = list(opts["extra_text"])
+    if opts["trust_remote_code"]:
         config.model.trust_remote_code = True
-    if no_ablations:
+    if opts["no_ablations"]:
         config.ablations = False
-    if matching:
-        for stage in config.stages:
-            stage.matching = matching
-    config = validate(config)
-    results = run_pipeline(config, overwrite=overwrite, progress=not quiet)
+    if opts["layer_map"] is not None:
+        opts = {**opts, "layer_map": _parse_layer_map(opts["layer_map"])}
+    for stage in config.stages:
+        if stage.kind in ("distill-mlm", "distill-task"):
+            for name in _DISTILL_FLAGS:
+                if opts[name] is not None:
+                    setattr(stage, name, opts[name])
+    return validate(config)
+
+
+def _run(config_file: Path | None, opts: dict) -> None:
+    import logging
+
+    from afrocomet.pipeline import run as run_pipeline
+
+    logging.basicConfig(level=logging.WARNING if opts["quiet"] else logging.INFO, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S")
+    config = _resolve_config(config_file, opts)
+    results = run_pipeline(config, overwrite=opts["overwrite"], progress=not opts["quiet"])
     _print_summary(results, Path(config.out))
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML run config (see `afrocomet config`); flags given here override it.")
+@_run_options
+def run(config_file, **opts) -> None:
+    """Run the whole method: data, tokenizer, teacher, stage 1, stage 2, evaluation, report."""
+    _run(config_file, opts)
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="YAML config with the list of stages to run (see `afrocomet config`).")
+@_run_options
+def distill(config_file, **opts) -> None:
+    """Run the stages a config file lists (any order of teacher and student stages), then evaluate."""
+    _run(config_file, opts)
 
 
 def _print_summary(results: dict, out: Path) -> None:
