@@ -35,7 +35,7 @@ def test_meta_count_equals_real_count():
 def test_demo_student_is_about_8x_smaller():
     teacher, student = get_preset("demo-teacher"), get_preset("demo-student")
     assert teacher.vocab_size == student.vocab_size == 8000
-    assert student.num_layers >= 2 and student.head_dim >= 32
+    assert student.num_layers >= 2 and student.head_dim >= 24
     ratio = preset_parameters("demo-teacher") / preset_parameters("demo-student")
     assert 7.5 <= ratio <= 8.5, ratio
 

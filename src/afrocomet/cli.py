@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -335,7 +336,15 @@ def evaluate(model_dir, languages, data_dir, split, test_file, no_download, batc
 # ----------------------------------------------------------------------------- entry point
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: temporary output is removed, nothing half-written
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         cli.main(args=argv, prog_name="afrocomet", standalone_mode=False)
     except AfroCometError as exc:

@@ -28,7 +28,6 @@ from afrocomet.errors import AfroCometError
 
 log = logging.getLogger("afrocomet")
 
-TEACHER_STAGES = ("teacher-pretrain", "teacher-finetune")
 STUDENT_STAGES = ("distill-mlm", "distill-task", "student-finetune")
 
 
@@ -46,19 +45,26 @@ def default_stages(quick: bool = False, pretrained_teacher: bool = False) -> lis
             StageConfig(name="stage2", kind="distill-task", epochs=1, **common),
         ]
         return stages[1:] if pretrained_teacher else stages
-    stages = []
-    if not pretrained_teacher:
-        stages.append(StageConfig(name="teacher-pretrain", kind="teacher-pretrain", epochs=3, batch_size=64,
-                                  lr=1e-3, warmup_ratio=0.05, patience=0))
-    stages += [
-        StageConfig(name="teacher-finetune", kind="teacher-finetune", epochs=3, batch_size=32,
-                    lr=2e-5 if pretrained_teacher else 2e-4, patience=2),
-        StageConfig(name="stage1", kind="distill-mlm", epochs=2, batch_size=64, lr=1e-3, temperature=2.0,
-                    patience=0),
-        StageConfig(name="stage2", kind="distill-task", epochs=4, batch_size=32, lr=5e-4, temperature=2.0,
-                    patience=2),
+    if pretrained_teacher:  # the paper's setting: a real teacher, typically on a GPU
+        return [
+            StageConfig(name="teacher-finetune", kind="teacher-finetune", epochs=3, batch_size=32, lr=2e-5,
+                        patience=2),
+            StageConfig(name="stage1", kind="distill-mlm", epochs=3, batch_size=64, lr=5e-4, temperature=2.0,
+                        patience=0),
+            StageConfig(name="stage2", kind="distill-task", epochs=5, batch_size=32, lr=2e-4, temperature=2.0,
+                        patience=2),
+        ]
+    # the built-in default: every budget sized so the whole run fits 15 minutes on 2 CPU cores
+    return [
+        StageConfig(name="teacher-pretrain", kind="teacher-pretrain", max_steps=150, batch_size=64, lr=5e-4,
+                    warmup_ratio=0.1, patience=0, eval_every=150),
+        StageConfig(name="teacher-finetune", kind="teacher-finetune", epochs=1, batch_size=32, lr=3e-4,
+                    patience=3, eval_every=300),
+        StageConfig(name="stage1", kind="distill-mlm", max_steps=150, batch_size=64, lr=1e-3, temperature=2.0,
+                    patience=0, eval_every=150),
+        StageConfig(name="stage2", kind="distill-task", epochs=1, batch_size=32, lr=1e-3, temperature=2.0,
+                    patience=3, eval_every=300),
     ]
-    return stages
 
 
 def default_config(quick: bool = False, teacher: str | None = None) -> RunConfig:

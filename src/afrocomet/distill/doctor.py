@@ -125,7 +125,8 @@ def _map_bytes(cfg: StageConfig, s_config, t_config, b: int, s: int) -> int:
 
 def estimate_memory(student_config, teacher_config, stage_cfg: StageConfig, seq_len: int,
                     device: str | torch.device = "cpu") -> dict:
-    """Rough peak memory (bytes) of one training step of `stage_cfg` at batch_size x seq_len tokens.
+    """Rough peak memory (bytes) of one training step of `stage_cfg` at batch_size x seq_len tokens:
+    persistent state + the larger of (forward/backward transients, AdamW update temporaries).
 
     `student_config` is the model being trained (the teacher itself in teacher stages); configs or
     models (a model's own parameters are counted). `teacher_config` None: no teacher. Returns the
@@ -156,7 +157,12 @@ def estimate_memory(student_config, teacher_config, stage_cfg: StageConfig, seq_
         # their grads; with KD also the teacher's logits, their copy and both tempered log-softmaxes
         n = math.ceil(b * s * cfg.mlm_probability)
         parts["logits"] = 4 * n * s_cfg.vocab_size * (8 if distills and cfg.kd_weight > 0 else 3)
-    total = sum(parts.values())
+    # AdamW's foreach update makes about two parameter-sized temporaries, after backward has freed
+    # the activations: the peak is the larger of the two phases
+    parts["optimizer_step"] = 8 * p_student
+    persistent = parts["student_states"] + parts["teacher_weights"]
+    forward_backward = sum(parts[k] for k in ("student_activations", "teacher_activations", "attention_maps", "logits"))
+    total = persistent + max(forward_backward, parts["optimizer_step"])
     available = available_memory(device)
     return {**parts, "total": total, "available": available, "fits": None if available is None else total <= available,
             "batch_size": b, "seq_len": s, "device": str(device)}
@@ -176,7 +182,8 @@ def _resident_bytes(model: nn.Module | None, device: torch.device) -> int:
 
 def memory_error(stage_cfg: StageConfig, estimate: dict, need: int) -> AfroCometError:
     parts = sorted(((k, v) for k, v in estimate.items() if k in (
-        "student_states", "student_activations", "teacher_weights", "teacher_activations", "attention_maps", "logits")),
+        "student_states", "student_activations", "teacher_weights", "teacher_activations", "attention_maps", "logits",
+        "optimizer_step")),
         key=lambda kv: -kv[1])[:3]
     biggest = ", ".join(f"{k.replace('_', ' ')} {_gib(v)}" for k, v in parts)
     return AfroCometError(
@@ -186,12 +193,15 @@ def memory_error(stage_cfg: StageConfig, estimate: dict, need: int) -> AfroComet
 
 
 def require_memory(stage_cfg: StageConfig, student: nn.Module, teacher: nn.Module | None, seq_len: int,
-                   device: str | torch.device) -> dict:
+                   device: str | torch.device, examples: int | None = None) -> dict:
     """Estimate a stage's peak memory on `device`; raise AfroCometError if it cannot fit.
 
     Weights already resident on `device` are not counted twice (free memory excludes them).
+    `examples`: the size of the training set (a batch is never larger).
     """
     device = torch.device(device)
+    if examples is not None and examples < stage_cfg.batch_size:
+        stage_cfg = replace(stage_cfg, batch_size=examples)
     estimate = estimate_memory(student, teacher, stage_cfg, seq_len, device)
     need = estimate["total"] - _resident_bytes(student, device) - _resident_bytes(teacher, device)
     if estimate["available"] is not None and need > estimate["available"]:
@@ -262,7 +272,7 @@ def check_kd_temperature(loss_fn: HybridLoss, student, teacher, batch, temperatu
         p_t = torch.softmax(t / T, dim=-1)
         kl = (p_t * (torch.log_softmax(t / T, dim=-1) - torch.log_softmax(s / T, dim=-1))).sum(-1).mean()
         want = T * T * float(kl)
-        good = abs(got - want) <= 1e-4 * abs(want) + 1e-7
+        good = abs(got - want) <= 1e-3 * abs(want) + 1e-6  # fp32 KL of near-equal outputs: ~1e-7 noise
         ok &= good
         hint = ""
         if not good and want:
@@ -276,10 +286,12 @@ def check_kd_temperature(loss_fn: HybridLoss, student, teacher, batch, temperatu
 
 
 def check_padding(loss_fn: HybridLoss, student, teacher, batch, pad_id: int, temperature: float, extra: int = 5) -> Check:
-    """Appending padding changes no term (every term masks padding, attention on rows and columns)."""
+    """Appending padding changes no term by more than 1e-5 of it (every term masks padding,
+    attention on rows and columns); the student runs in eval mode, so dropout cannot differ."""
     plain = {k: float(v) for k, v in loss_fn(student, teacher, batch, temperature).items()}
     padded = {k: float(v) for k, v in loss_fn(student, teacher, pad_batch(batch, pad_id, extra), temperature).items()}
-    leaks = [f"{k} {plain[k]:.6g} -> {padded[k]:.6g}" for k in plain if abs(plain[k] - padded[k]) > 1e-5 * max(1.0, abs(plain[k]))]
+    # fp32 noise from the longer rows is ~1e-10 here; a leak moves a term by far more than 1e-5 of it
+    leaks = [f"{k} {plain[k]:.6g} -> {padded[k]:.6g}" for k in plain if abs(plain[k] - padded[k]) > 1e-5 * abs(plain[k]) + 1e-7]
     detail = (f"changed by {extra} extra pads: " + ", ".join(leaks)) if leaks else \
         f"{', '.join(f'{k} {v:.4g}' for k, v in plain.items())} unchanged with {extra} extra pads"
     return Check("padding masked", not leaks, detail)
@@ -387,34 +399,49 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _weighted_loss(loss_fn: HybridLoss, student, teacher, batches, temperature: float) -> float:
+    """Σ w·term over fixed batches, student in eval mode (no dropout: the same batches give the same value)."""
+    with _mode(student, train=False), torch.no_grad():
+        return sum(float(w * loss_fn(student, teacher, b, temperature)[k]) for b in batches for k, w in loss_fn.weights.items())
+
+
 def overfit_check(student: nn.Module, teacher: nn.Module | None, tokenizer, stage_cfg: StageConfig, data: Encoded, *,
-                  steps: int = 30, batch_size: int = 8, seed: int = 0, device: str | torch.device = "cpu",
-                  min_drop: float = 0.2) -> list[Check]:
-    """`steps` steps of the real loop on 2 batches (a copy of the student, lr at least 1e-3): the
-    weighted loss must drop by `min_drop` (first 10 vs last 10 steps) and the teacher stay untouched."""
+                  steps: int = 30, batch_size: int = 8, seed: int = 0, device: str | torch.device | None = None,
+                  min_drop: float | None = None) -> list[Check]:
+    """`steps` steps of the real loop (`train_stage`, lr at least 3e-3) on a copy of the student and
+    2 batches: the weighted loss on those batches (fixed masks, eval mode, so no noise) must drop by
+    `min_drop`, and the teacher must come out untouched (eval mode, frozen, no grads, same weights).
+
+    Default `min_drop`: 30% for classification; 10% for masked LM, whose masks the loop redraws
+    every step, so 30 steps get it to about the unigram entropy (-15 to -20% on tiny and demo sizes).
+    """
+    if min_drop is None:
+        min_drop = 0.1 if stage_task(stage_cfg.kind) == "mlm" else 0.3
+    device = torch.device(device) if device is not None else next(student.parameters()).device
     bs = min(stage_cfg.batch_size, batch_size)
     two = data.subset(range(min(len(data), 2 * bs)))
     cfg = replace(stage_cfg, name=f"{stage_cfg.name}[overfit]", batch_size=bs, grad_accum=1, epochs=float(steps),
-                  max_steps=steps, warmup_ratio=0.0, eval_every=0, patience=0, lr=max(stage_cfg.lr, 1e-3))
-    before = _snapshot(teacher) if teacher is not None else None
-    with torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == "cuda" else []):
-        result = train_stage(cfg, copy.deepcopy(student), two, tokenizer=tokenizer, teacher=teacher, device=device,
-                             seed=seed, progress=False)
-    weights = {"hard": cfg.hard_weight, "kd": cfg.kd_weight, "attention": cfg.attention_weight}
-    first = sum(w * result.terms[k]["first"] for k, w in weights.items() if k in result.terms)
-    last = sum(w * result.terms[k]["last"] for k, w in weights.items() if k in result.terms)
+                  max_steps=steps, warmup_ratio=0.0, eval_every=0, patience=0, lr=max(stage_cfg.lr, 3e-3))
+    model = copy.deepcopy(student).to(device)
+    loss_fn = HybridLoss(cfg, model, teacher).to(device)
+    fixed = [_prepare_batch(collate(two, range(i, min(i + bs, len(two))), tokenizer.pad_token_id), tokenizer, cfg, device)
+             for i in range(0, len(two), bs)]
+    before_teacher = _snapshot(teacher) if teacher is not None else None
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        first = _weighted_loss(loss_fn, model, teacher, fixed, cfg.temperature)
+        train_stage(cfg, model, two, tokenizer=tokenizer, teacher=teacher, device=device, seed=seed, progress=False)
+        last = _weighted_loss(loss_fn, model, teacher, fixed, cfg.temperature)
     ok = last <= (1 - min_drop) * first
     change = f"{100 * (last / first - 1):+.0f}%" if first else "n/a"
     checks = [Check("overfit 2 batches", ok, f"{steps} steps on 2 batches of {bs}: weighted loss {first:.4g} -> "
                     f"{last:.4g} ({change}; needs -{100 * min_drop:.0f}%)")]
     if teacher is not None:
         frozen = check_teacher_frozen(teacher)
-        moved = [k for k, v in _snapshot(teacher).items() if not torch.equal(v, before[k])]
-        ok = frozen.ok and not moved
+        moved = [k for k, v in _snapshot(teacher).items() if not torch.equal(v, before_teacher[k])]
         detail = frozen.detail
         if moved:
             detail = f"training changed {len(moved)} teacher tensors, e.g. {moved[0]}; " + detail
-        checks.append(Check("teacher untouched by the loop", ok, detail))
+        checks.append(Check("teacher untouched by the loop", frozen.ok and not moved, detail))
     return checks
 
 
@@ -524,7 +551,7 @@ def run_doctor(config: RunConfig, *, device: str | None = None, sample: int = 20
             stage = replace(stage, layer_map=None)  # the small copies have fewer layers: uniform map
         batch = collate(data, range(min(stage.batch_size, 8)), tokenizer.pad_token_id)
         found = check_invariants(student, teacher, tokenizer, stage, batch)
-        found += overfit_check(student, teacher, tokenizer, stage, data, steps=steps, seed=config.seed, device=dev)
+        found += overfit_check(student, teacher, tokenizer, stage, data, steps=steps, seed=config.seed)
         checks += [replace(c, stage=stage.name) for c in found]
     return checks
 

@@ -170,7 +170,7 @@ def train_stage(
         raise AfroCometError(f"stage '{cfg.name}': no training examples")
     from afrocomet.distill.doctor import require_memory  # pre-flight: stop before a step that cannot fit
 
-    require_memory(cfg, student, teacher, max(len(ids) for ids in train.ids), device)
+    require_memory(cfg, student, teacher, max(len(ids) for ids in train.ids), device, examples=len(train))
     torch.manual_seed(seed)
     student.to(device).train()
     if teacher is not None:
