@@ -3,10 +3,13 @@ seq²->seq² linear projection of the attention maps, on the paper's presets wit
 
 One step = teacher forward under inference_mode + student forward/backward + AdamW step, through
 the trainer's own `HybridLoss` (MLM KD at masked positions, attention matching, MLM labels).
-Every configuration runs in a fresh Python process, after one warm-up step (AdamW states exist),
-and its peak is measured with `afrocomet.bench.peak_memory` (CPU: the kernel's peak RSS, reset
-via /proc/self/clear_refs; CUDA: max_memory_allocated). `resident` is what the process holds
-before the step (weights, AdamW states, the Python runtime); `step` is what the step adds on top.
+Every configuration runs in a fresh Python process, after a warm-up step on a short batch (AdamW
+states exist), and its peak is measured with `afrocomet.bench.peak_memory` (CPU: the kernel's peak
+RSS, reset via /proc/self/clear_refs, with glibc's mmap threshold fixed so that RSS follows live
+tensors; CUDA: max_memory_allocated). `resident` is what the process holds before the step
+(weights, AdamW states, the Python runtime); `step` is what the step adds on top; `model` is
+total minus the runtime measured before any model existed, which is what `afrocomet doctor`
+estimates (`estimate`).
 
     python benchmarks/attention_memory.py            # seq 128/256/512, batch 2 on CPU (32 on CUDA)
     python benchmarks/attention_memory.py --quick    # demo presets, seq 128
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -136,7 +140,10 @@ def run_one(mode: str, seq: int, batch: int, args) -> dict:
                             f"(weights+grads+AdamW) of {free / GIB:.0f} GiB free"}
     cmd = [sys.executable, __file__, "--worker", mode, "--seqs", str(seq), "--batch", str(batch),
            "--teacher", args.teacher, "--student", args.student, "--device", args.device]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    # glibc's dynamic mmap threshold makes peak RSS of identical runs differ by ~0.1 GiB; fixed at 64 KiB,
+    # every tensor gets its own mapping, freed at once, and identical runs agree to about 1 MiB
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
         return {"mode": mode, "seq": seq, "batch": batch, "note": f"failed (exit {proc.returncode}): {tail}"}

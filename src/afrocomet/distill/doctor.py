@@ -113,13 +113,14 @@ def _map_bytes(cfg: StageConfig, s_config, t_config, b: int, s: int) -> int:
     pairs, t_layers = len(matcher.layer_map), len(matcher.teacher_layers)
     hs, ht = s_config.num_attention_heads, t_config.num_attention_heads
     square = b * s * s
-    if cfg.matching == "mean":  # teacher head-mean maps; student scores + probs per head; KL temporaries
+    # what stays alive until backward (measured by benchmarks/attention_memory.py), in b·s² units
+    if cfg.matching == "mean":  # teacher head-mean maps; student probs per head + mean; KL's saved logs
         values = t_layers * square + pairs * (2 * hs + 1) * square + pairs * 4 * square
-    elif cfg.matching == "projection":  # per-head maps, projected maps, KL temporaries per teacher head
-        values = t_layers * ht * square + pairs * 2 * hs * square + pairs * 5 * ht * square
-    else:  # relations: teacher Q/K/V; per pair and relation: scores, log-softmax, KL of both sides
+    elif cfg.matching == "projection":  # teacher per-head maps; student probs; one pair's projection + KL
+        values = t_layers * ht * square + pairs * hs * square + 4 * ht * square
+    else:  # relations: teacher Q/K/V; scores and log-softmaxes of one relation at a time (checkpointed)
         r = matcher.relation_heads
-        values = t_layers * 3 * b * s * t_config.hidden_size + pairs * 3 * 6 * r * square
+        values = t_layers * 3 * b * s * t_config.hidden_size + 6 * r * square
     return 4 * values
 
 
@@ -152,16 +153,20 @@ def estimate_memory(student_config, teacher_config, stage_cfg: StageConfig, seq_
             parts["teacher_activations"] = _activations(t_cfg, b, s, act, device, train=False)
             if cfg.attention_weight > 0:
                 parts["attention_maps"] = _map_bytes(cfg, s_cfg, t_cfg, b, s)
+    # the word-embedding gradient is dense: its backward makes one more [vocab, hidden] buffer, two when
+    # the MLM decoder is tied to it (each use gets a gradient, then they are summed)
+    parts["embedding_grads"] = 4 * s_cfg.vocab_size * s_cfg.hidden_size * (2 if task == "mlm" else 1)
     if task == "mlm":
         # logits at masked positions only, in fp32 in the losses: student logits, log-softmax and
         # their grads; with KD also the teacher's logits, their copy and both tempered log-softmaxes
         n = math.ceil(b * s * cfg.mlm_probability)
-        parts["logits"] = 4 * n * s_cfg.vocab_size * (8 if distills and cfg.kd_weight > 0 else 3)
+        parts["logits"] = 4 * n * s_cfg.vocab_size * (6 if distills and cfg.kd_weight > 0 else 3)
     # AdamW's foreach update makes about two parameter-sized temporaries, after backward has freed
     # the activations: the peak is the larger of the two phases
     parts["optimizer_step"] = 8 * p_student
     persistent = parts["student_states"] + parts["teacher_weights"]
-    forward_backward = sum(parts[k] for k in ("student_activations", "teacher_activations", "attention_maps", "logits"))
+    forward_backward = sum(parts[k] for k in ("student_activations", "teacher_activations", "attention_maps", "logits",
+                                              "embedding_grads"))
     total = persistent + max(forward_backward, parts["optimizer_step"])
     available = available_memory(device)
     return {**parts, "total": total, "available": available, "fits": None if available is None else total <= available,
@@ -183,7 +188,7 @@ def _resident_bytes(model: nn.Module | None, device: torch.device) -> int:
 def memory_error(stage_cfg: StageConfig, estimate: dict, need: int) -> AfroCometError:
     parts = sorted(((k, v) for k, v in estimate.items() if k in (
         "student_states", "student_activations", "teacher_weights", "teacher_activations", "attention_maps", "logits",
-        "optimizer_step")),
+        "embedding_grads", "optimizer_step")),
         key=lambda kv: -kv[1])[:3]
     biggest = ", ".join(f"{k.replace('_', ' ')} {_gib(v)}" for k, v in parts)
     return AfroCometError(

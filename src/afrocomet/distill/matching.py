@@ -20,8 +20,9 @@ optimiser with the student's, and leave the matcher out of the exported model):
 The loss is the mean over layer pairs (and, for relations, over the three relations), so its
 scale is comparable across modes. Peak memory (P pairs, b batch, s sequence, H heads, R relation
 heads, d hidden): mean keeps b·s² per captured layer for the teacher and b·Hs·s² (autograd) for
-the student; projection b·(Hs + 2·Ht)·s² per pair; relations 3·b·s·d stored per captured layer and
-3·b·R·s² per pair while the loss is built. Always O(b·P·H·s²); never s⁴.
+the student; projection b·(Hs + Ht)·s² per pair kept, plus b·Ht·s² of one pair at a time (the
+loss is checkpointed per pair); relations 3·b·s·d stored per captured layer and a few b·R·s² of
+one relation at a time (checkpointed per relation). Always O(b·P·H·s²); never s⁴.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from afrocomet.distill.losses import attention_kl, attention_mse, relation_loss
 from afrocomet.errors import AfroCometError
@@ -138,12 +140,15 @@ class ProjectionMatcher(AttentionMatcher):
         mask = self._mask(student, teacher, mask)
         s_maps, t_maps = student.maps(), teacher.maps()  # {layer: [b, h, s, s]}
         weights = self.mixing.float().softmax(dim=-1)  # [P, Ht, Hs], rows sum to 1
-        losses = []
-        for p, (s, t) in enumerate(self.layer_map):
-            with torch.autocast(weights.device.type, enabled=False):
-                projected = torch.einsum("th,bhqk->btqk", weights[p], s_maps[s])  # [b, Ht, s, s]
-            losses.append(self.loss_fn(projected, t_maps[t], mask))
+        # checkpointed per pair: the [b, Ht, s, s] projections are rebuilt in backward, not kept
+        losses = [checkpoint(self._pair_loss, weights[p], s_maps[s], t_maps[t], mask, use_reentrant=False)
+                  for p, (s, t) in enumerate(self.layer_map)]
         return torch.stack(losses).mean()
+
+    def _pair_loss(self, weights: torch.Tensor, s_map: torch.Tensor, t_map: torch.Tensor, mask: torch.Tensor):
+        with torch.autocast(weights.device.type, enabled=False):
+            projected = torch.einsum("th,bhqk->btqk", weights, s_map)  # [b, Ht, s, s]
+        return self.loss_fn(projected, t_map, mask)
 
     def extra_repr(self) -> str:
         return f"layer_map={self.layer_map}, heads {self.student_heads} -> {self.teacher_heads}"
@@ -166,11 +171,15 @@ class RelationMatcher(AttentionMatcher):
     def forward(self, student: AttentionCapture, teacher: AttentionCapture, mask: torch.Tensor | None = None):
         mask = self._mask(student, teacher, mask)
         s_qkv, t_qkv = student.qkv(), teacher.qkv()  # {layer: {"q"|"k"|"v": [b, s, hidden]}}
-        losses = []
-        for s, t in self.layer_map:
-            for kind in "qkv":
-                losses.append(relation_loss(self._scores(s_qkv[s][kind]), self._scores(t_qkv[t][kind]), mask))
+        # checkpointed per relation: the [b, R, s, s] scores are rebuilt in backward, so only one
+        # relation's worth of s² tensors is alive at a time (+2% peak memory over KD alone at s=512,
+        # instead of +24%: benchmarks/attention_memory.py)
+        losses = [checkpoint(self._relation_loss, s_qkv[s][kind], t_qkv[t][kind], mask, use_reentrant=False)
+                  for s, t in self.layer_map for kind in "qkv"]
         return torch.stack(losses).mean()
+
+    def _relation_loss(self, s_x: torch.Tensor, t_x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return relation_loss(self._scores(s_x), self._scores(t_x), mask)
 
     def extra_repr(self) -> str:
         return f"layer_map={self.layer_map}, relation_heads={self.relation_heads}"

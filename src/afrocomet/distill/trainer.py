@@ -81,6 +81,11 @@ def autocast_for(device: torch.device):
     return contextlib.nullcontext()
 
 
+def _fused_ok(device: torch.device) -> bool:
+    major, minor = (int(x) for x in torch.__version__.split(".")[:2])
+    return (major, minor) >= (2, 4) and device.type in ("cpu", "cuda")
+
+
 def _param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
     decay, no_decay, seen = [], [], set()
     for module in modules:
@@ -185,7 +190,8 @@ def train_stage(
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     trainable = [student, loss_fn]
-    optimizer = torch.optim.AdamW(_param_groups(trainable, cfg.weight_decay), lr=cfg.lr)
+    # fused AdamW: one kernel per step instead of a dozen per tensor (CPU and CUDA since torch 2.4)
+    optimizer = torch.optim.AdamW(_param_groups(trainable, cfg.weight_decay), lr=cfg.lr, fused=_fused_ok(device))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     eval_every = cfg.eval_every or steps_per_epoch
 
