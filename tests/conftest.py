@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 # The repo is a clone with the shared folder beside it: <root>/main (this repo) and <root>/shared.
 AFRISENTI_DIR = Path(__file__).resolve().parents[2] / "shared/data/afrisenti"
@@ -16,3 +17,12 @@ def afrisenti_dir() -> Path:
     if not (AFRISENTI_DIR / "hau" / "train.tsv").is_file():
         pytest.skip(f"AfriSenti data not found at {AFRISENTI_DIR}")
     return AFRISENTI_DIR
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one thread, and other jobs on a 2-core machine cannot stall them."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -24,13 +24,7 @@ MAX_LENGTH = 48
 COMMON = dict(batch_size=32, warmup_ratio=0.0, log_every=1000)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and other jobs on a 2-core machine cannot stall them."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
