@@ -25,6 +25,7 @@ from afrocomet.config import RunConfig, StageConfig, validate
 from afrocomet.data.batching import Encoded, MLMMasker, collate, encode
 from afrocomet.data.schema import Dataset
 from afrocomet.errors import AfroCometError
+from afrocomet.models.presets import is_preset
 
 log = logging.getLogger("afrocomet")
 
@@ -72,7 +73,7 @@ def default_config(quick: bool = False, teacher: str | None = None) -> RunConfig
     """The built-in default (demo presets, tokenizer trained here), its --quick variant, or the
     paper's setting when `teacher` names a pretrained model (comet student, teacher's tokenizer)."""
     config = RunConfig(quick=quick)
-    if teacher is not None and not _is_preset(teacher):
+    if teacher is not None and not is_preset(teacher):
         config.model.teacher = teacher
         config.model.student = "comet"
         config.stages = default_stages(quick, pretrained_teacher=True)
@@ -86,12 +87,6 @@ def default_config(quick: bool = False, teacher: str | None = None) -> RunConfig
             config.model.teacher = teacher
         config.stages = default_stages(quick)
     return validate(config)
-
-
-def _is_preset(name: str) -> bool:
-    from afrocomet.models.presets import PRESETS
-
-    return name in PRESETS
 
 
 # ----------------------------------------------------------------------------- data
@@ -309,18 +304,14 @@ def _stage(config: RunConfig, kind: str) -> StageConfig | None:
 
 def make_tokenizer(ctx_config: RunConfig, datasets: dict[str, Dataset]):
     """The teacher's own tokenizer, or (for preset teachers) one trained on the training split only."""
-    from afrocomet.tokenizer import load_tokenizer, train_tokenizer
+    from afrocomet.tokenizer import tokenizer_for
 
-    m = ctx_config.model
-    if m.tokenizer is not None:
-        return load_tokenizer(m.tokenizer, trust_remote_code=m.trust_remote_code)
-    if not _is_preset(m.teacher):
-        return load_tokenizer(m.teacher, trust_remote_code=m.trust_remote_code)
     texts = [t for ds in datasets.values() for t in ds.texts("train")]
-    if m.tokenizer_sample is not None and m.tokenizer_sample < len(texts):
-        keep = np.random.default_rng(ctx_config.seed).choice(len(texts), m.tokenizer_sample, replace=False)
+    sample = ctx_config.model.tokenizer_sample
+    if sample is not None and sample < len(texts):
+        keep = np.random.default_rng(ctx_config.seed).choice(len(texts), sample, replace=False)
         texts = [texts[i] for i in sorted(keep)]
-    return train_tokenizer(texts, vocab_size=m.vocab_size)
+    return tokenizer_for(ctx_config.model, texts)
 
 
 def prepare_teacher(ctx: Context) -> tuple[nn.Module | None, nn.Module]:
@@ -332,7 +323,7 @@ def prepare_teacher(ctx: Context) -> tuple[nn.Module | None, nn.Module]:
     labels = ctx.id2label
     pretrain, finetune = _stage(ctx.config, "teacher-pretrain"), _stage(ctx.config, "teacher-finetune")
     need_mlm = _stage(ctx.config, "distill-mlm") is not None
-    if _is_preset(m.teacher):
+    if is_preset(m.teacher):
         mlm = build_model(get_preset(m.teacher), "mlm", vocab_size=vocab, seed=ctx.config.seed)
         if pretrain is not None:
             ctx.train(pretrain, mlm)
@@ -372,7 +363,7 @@ def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, overrides: d
 
     m, vocab, labels = ctx.config.model, len(ctx.data.tokenizer), ctx.id2label
     torch.manual_seed(seed)
-    if _is_preset(m.student):
+    if is_preset(m.student):
         student = build_model(get_preset(m.student), "mlm", vocab_size=vocab, seed=seed)
     else:
         student = load_pretrained(m.student, "mlm", trust_remote_code=m.trust_remote_code)

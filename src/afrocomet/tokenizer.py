@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import Unigram
@@ -192,3 +192,16 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> P
     with atomic_dir(out_dir) as tmp:
         tokenizer.save_pretrained(str(tmp))
     return out_dir
+
+
+def tokenizer_for(model_config, train_texts: Sequence[str]) -> PreTrainedTokenizerBase:
+    """The tokenizer a run uses (`model_config` is a `config.ModelConfig`): the one it names, else the
+    teacher's own, else (for a preset teacher) one trained on `train_texts`, the training split only."""
+    from afrocomet.models.presets import is_preset
+
+    m = model_config
+    if m.tokenizer is not None:
+        return load_tokenizer(m.tokenizer, trust_remote_code=m.trust_remote_code)
+    if not is_preset(m.teacher):
+        return load_tokenizer(m.teacher, trust_remote_code=m.trust_remote_code)
+    return train_tokenizer(train_texts, vocab_size=m.vocab_size)

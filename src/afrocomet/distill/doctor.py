@@ -30,6 +30,8 @@ from afrocomet.data.batching import Encoded, MLMMasker, collate, encode
 from afrocomet.distill.trainer import DISTILL_KINDS, HybridLoss, model_outputs, resolve_device, stage_task, train_stage
 from afrocomet.errors import AfroCometError
 from afrocomet.models.attention import AttentionCapture, encoder_layers, split_heads
+from afrocomet.models.presets import is_preset
+from afrocomet.tokenizer import tokenizer_for
 
 GIB = 1024**3
 TEACHER_KINDS = ("teacher-pretrain", "teacher-finetune")
@@ -470,29 +472,12 @@ def _train_texts(config: RunConfig, sample: int) -> tuple[list[str], list[int], 
     return [ex.text for ex in chosen], [names.index(ex.label) for ex in chosen], names
 
 
-def _is_preset(name: str) -> bool:
-    from afrocomet.models.presets import PRESETS
-
-    return name in PRESETS
-
-
-def _tokenizer(config: RunConfig, texts: list[str]):
-    from afrocomet.tokenizer import load_tokenizer, train_tokenizer
-
-    m = config.model
-    if m.tokenizer is not None:
-        return load_tokenizer(m.tokenizer, trust_remote_code=m.trust_remote_code)
-    if not _is_preset(m.teacher):
-        return load_tokenizer(m.teacher, trust_remote_code=m.trust_remote_code)
-    return train_tokenizer(texts, vocab_size=m.vocab_size)
-
-
 def _model_config(name: str, vocab_size: int, labels: tuple[str, ...], trust_remote_code: bool):
     """The full-size config a run would use: a preset's, or a saved model's config.json."""
     from afrocomet.models.presets import get_preset
 
     id2label = dict(enumerate(labels))
-    if _is_preset(name):
+    if is_preset(name):
         return get_preset(name).to_config(vocab_size=vocab_size, num_labels=len(labels), id2label=id2label)
     from transformers import AutoConfig
 
@@ -529,9 +514,9 @@ def run_doctor(config: RunConfig, *, device: str | None = None, sample: int = 20
     config = validate(config)
     dev = resolve_device(device or config.device)
     texts, labels, names = _train_texts(config, sample)
-    tokenizer = _tokenizer(config, texts)
+    tokenizer = tokenizer_for(config.model, texts)
     m, seq_len = config.model, config.data.max_length
-    full = {role: _model_config(name, m.vocab_size if _is_preset(name) and _is_preset(m.teacher) else len(tokenizer),
+    full = {role: _model_config(name, m.vocab_size if is_preset(name) and is_preset(m.teacher) else len(tokenizer),
                                 names, m.trust_remote_code)
             for role, name in (("teacher", m.teacher), ("student", m.student))}
     checks = []
@@ -546,7 +531,7 @@ def run_doctor(config: RunConfig, *, device: str | None = None, sample: int = 20
     data = encode(tokenizer, texts, seq_len, labels=labels)
     for i, stage in enumerate(s for s in config.stages if s.kind in DISTILL_KINDS):
         task = stage_task(stage.kind)
-        vocab = len(tokenizer) if _is_preset(m.teacher) else None
+        vocab = len(tokenizer) if is_preset(m.teacher) else None
         s_small = _small_copy(full["student"], small_layers[0], vocab)
         t_small = _small_copy(full["teacher"], small_layers[1], vocab)
         student = build_model(s_small, task, seed=config.seed + 2 * i).to(dev)

@@ -135,6 +135,11 @@ PRESETS: dict[str, ModelPreset] = _presets(
 )
 
 
+def is_preset(name: str) -> bool:
+    """True when `name` is a preset (else it is a Hugging Face id or a folder)."""
+    return name in PRESETS
+
+
 def get_preset(name: str) -> ModelPreset:
     """The preset called `name`."""
     try:
