@@ -165,6 +165,12 @@ def _run_options(fn):
         click.option("--adaptive", type=click.Choice(["none", "magnitude", "uncertainty"]), default=None,
                      help="Balance the loss terms as training goes."),
         click.option("--layer-map", default=None, help="Student:teacher layer pairs, e.g. 0:5,1:11,2:17,3:23 (0-based)."),
+        click.option("--per-language", is_flag=True, help="One student per language instead of one multilingual student.  [data.per_language]"),
+        click.option("--sampling-alpha", type=float, default=None, help="Language sampling p ∝ n^alpha.  [data.sampling_alpha]"),
+        click.option("--alpha-candidates", default=None,
+                     help="Choose alpha on dev among these, e.g. 0.3,0.5,1.0 ('' = no search).  [data.alpha_candidates]"),
+        click.option("--compare-adaptive", type=click.Choice(["none", "magnitude", "uncertainty"]), default=None,
+                     help="Also train student_adaptive with this loss balancing and report which won.  [compare_adaptive]"),
         click.option("--no-ablations", is_flag=True, help="Train only the hybrid student (no kd-only / no-distill).  [ablations]"),
         click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with a Hub model to run.  [model.trust_remote_code]"),
         click.option("--overwrite", is_flag=True, help="Replace an output folder that holds another run."),
@@ -180,6 +186,13 @@ def _parse_layer_map(text: str) -> list[list[int]]:
         return [[int(a), int(b)] for a, b in (pair.split(":") for pair in text.split(",") if pair.strip())]
     except ValueError as exc:
         raise AfroCometError(f"--layer-map: expected pairs like 0:5,1:11 (student:teacher), got {text!r}") from exc
+
+
+def _parse_floats(flag: str, text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise AfroCometError(f"{flag}: expected comma-separated numbers like 0.3,0.5,1.0, got {text!r}") from exc
 
 
 def _resolve_config(config_file: Path | None, opts: dict):
@@ -210,6 +223,14 @@ def _resolve_config(config_file: Path | None, opts: dict):
         config.model.trust_remote_code = True
     if opts["no_ablations"]:
         config.ablations = False
+    if opts["per_language"]:
+        config.data.per_language = True
+    if opts["sampling_alpha"] is not None:
+        config.data.sampling_alpha = opts["sampling_alpha"]
+    if opts["alpha_candidates"] is not None:
+        config.data.alpha_candidates = _parse_floats("--alpha-candidates", opts["alpha_candidates"])
+    if opts["compare_adaptive"] is not None:
+        config.compare_adaptive = opts["compare_adaptive"]
     if opts["layer_map"] is not None:
         opts = {**opts, "layer_map": _parse_layer_map(opts["layer_map"])}
     for stage in config.stages:

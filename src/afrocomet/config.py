@@ -35,6 +35,9 @@ class DataConfig:
     extra_text: list[str] = field(default_factory=list)  # unlabelled text files for stage 1
     max_length: int = 128  # tokens per text, including <s> and </s>
     sampling_alpha: float = 0.5  # language sampling p ∝ n^alpha (1 = proportional, 0 = uniform)
+    # choose alpha on dev: a short stage-2 run of the hybrid student per candidate, the best dev score wins
+    alpha_candidates: list[float] = field(default_factory=list)
+    alpha_search_steps: int = 200  # optimiser steps per candidate
     per_language: bool = False  # one student per language instead of one multilingual student
 
 
@@ -88,6 +91,7 @@ class RunConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     quick: bool = False
     ablations: bool = True  # also train student_kd_only and student_no_distill
+    compare_adaptive: str = "none"  # an ADAPTIVE_MODES entry: also train student_adaptive with it
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stages: list[StageConfig] = field(default_factory=list)
@@ -139,6 +143,12 @@ def validate(config: RunConfig, where: str = "config") -> RunConfig:
     if config.data.max_length < 8:
         raise AfroCometError(f"{where}: data.max_length must be >= 8, got {config.data.max_length}")
     _check_positive(where, "data.sampling_alpha", config.data.sampling_alpha, allow_zero=True)
+    for alpha in config.data.alpha_candidates:
+        _check_positive(where, "data.alpha_candidates entry", alpha, allow_zero=True)
+    _check_positive(where, "data.alpha_search_steps", config.data.alpha_search_steps)
+    if config.compare_adaptive not in ADAPTIVE_MODES:
+        raise AfroCometError(f"{where}: unknown compare_adaptive '{config.compare_adaptive}' "
+                             f"(allowed: {', '.join(ADAPTIVE_MODES)})")
     _check_positive(where, "model.vocab_size", config.model.vocab_size)
     _check_positive(where, "model.tokenizer_sample", config.model.tokenizer_sample)
     _check_positive(where, "seeds", config.seeds)

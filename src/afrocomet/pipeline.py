@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -102,6 +103,16 @@ class RunData:
     unlabelled: Encoded  # stage-1 text (train tweets + extra text files)
     labels: tuple[str, ...] = ()
     truncated: dict[str, int] = field(default_factory=dict)
+
+    def only(self, lang: str) -> "RunData":
+        """The same data restricted to one language (stage-1 text keeps the user's extra text)."""
+        def keep(data: Encoded, groups: tuple[str, ...]) -> Encoded:
+            return data.subset([i for i, g in enumerate(data.groups) if g in groups])
+
+        return replace(self, datasets={lang: self.datasets[lang]}, train=keep(self.train, (lang,)),
+                       dev={lang: self.dev[lang]}, test={lang: self.test[lang]},
+                       unlabelled=keep(self.unlabelled, (lang, "extra")),
+                       truncated={lang: self.truncated[lang]})
 
 
 def load_datasets(config: RunConfig) -> dict[str, Dataset]:
@@ -255,6 +266,8 @@ class Context:
     work: Path
     progress: bool = True
     results: dict[str, dict] = field(default_factory=dict)  # stage name -> StageResult dict
+    alpha: float | None = None  # language sampling alpha chosen on dev (None: data.sampling_alpha)
+    alpha_search: dict | None = None  # what the choice saw
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -264,8 +277,12 @@ class Context:
     def pad_id(self) -> int:
         return self.data.tokenizer.pad_token_id
 
+    @property
+    def sampling_alpha(self) -> float:
+        return self.config.data.sampling_alpha if self.alpha is None else self.alpha
+
     def train(self, stage: StageConfig, model: nn.Module, *, teacher: nn.Module | None = None, tag: str = "",
-              seed: int | None = None) -> nn.Module:
+              seed: int | None = None, alpha: float | None = None) -> nn.Module:
         """Run one stage through the single training loop and record what happened."""
         from afrocomet.distill.trainer import stage_task, train_stage
 
@@ -274,7 +291,7 @@ class Context:
         data = self.data.unlabelled if task == "mlm" else self.data.train
         evaluate = dev_mlm(self.data.dev, self.data.tokenizer, self.device) if task == "mlm" else \
             dev_f1(self.data.dev, self.pad_id, self.device)
-        alpha = self.config.data.sampling_alpha if task == "classification" else None
+        alpha = (self.sampling_alpha if alpha is None else alpha) if task == "classification" else None
         t0 = time.perf_counter()
         log.info("stage %s (%s) starts", name, stage.kind)
         result = train_stage(stage, model, data, tokenizer=self.data.tokenizer, teacher=teacher, evaluate=evaluate,
@@ -296,6 +313,22 @@ VARIANTS = (
     ("student_kd_only", "[kd_only]", {"attention_weight": 0.0}),
     ("student_no_distill", "[no_distill]", {"kd_weight": 0.0, "attention_weight": 0.0}),
 )
+ALL = "*"  # key of the one multilingual model in a {language: model} mapping
+
+
+def student_variants(config: RunConfig) -> list[tuple[str, str, dict]]:
+    """The student systems this run trains: the hybrid student, the ablations, the adaptive variant."""
+    variants = list(VARIANTS if config.ablations else VARIANTS[:1])
+    if config.compare_adaptive != "none":
+        variants.append(("student_adaptive", "[adaptive]", {"adaptive": config.compare_adaptive}))
+    return variants
+
+
+def language_contexts(ctx: "Context") -> dict[str, "Context"]:
+    """{ALL: ctx} for one multilingual student, or one context per language (data.per_language)."""
+    if not ctx.config.data.per_language or len(ctx.data.datasets) == 1:
+        return {ALL: ctx}
+    return {lang: replace(ctx, data=ctx.data.only(lang)) for lang in ctx.data.datasets}
 
 
 def _stage(config: RunConfig, kind: str) -> StageConfig | None:
@@ -376,18 +409,44 @@ def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, overrides: d
         else:
             if "MaskedLM" in type(student).__name__:
                 student = convert_head(student, "classification", len(labels), labels)
-            ctx.train(stage, student, teacher=teacher_cls if _uses_teacher(stage) else None, tag=tag, seed=seed)
+            teacher = teacher_cls if _uses_teacher(stage) else None
+            if stage.kind == "distill-task" and ctx.alpha is None and _searches_alpha(ctx):
+                choose_alpha(ctx, stage, student, teacher, seed)
+            ctx.train(stage, student, teacher=teacher, tag=tag, seed=seed)
     if "MaskedLM" in type(student).__name__:
         student = convert_head(student, "classification", len(labels), labels)
     return student.eval()
+
+
+def _searches_alpha(ctx: Context) -> bool:
+    return bool(ctx.config.data.alpha_candidates) and len(set(ctx.data.train.groups)) > 1
+
+
+def choose_alpha(ctx: Context, stage: StageConfig, student: nn.Module, teacher: nn.Module | None, seed: int) -> float:
+    """Language sampling alpha chosen on dev: a short copy of `stage` per candidate, from the same
+    student; the best dev score wins (ties: the one nearest data.sampling_alpha). Sets ctx.alpha."""
+    steps, default = min(ctx.config.data.alpha_search_steps, stage.max_steps or math.inf), ctx.config.data.sampling_alpha
+    scores: dict[float, float] = {}
+    for alpha in ctx.config.data.alpha_candidates:
+        probe = replace(stage, name=f"alpha-search[{alpha:g}]", max_steps=steps, eval_every=steps, patience=0)
+        ctx.train(probe, copy.deepcopy(student), teacher=teacher, seed=seed, alpha=alpha)
+        scores[alpha] = float(ctx.results[probe.name]["best_score"])
+    ctx.alpha = max(scores, key=lambda a: (scores[a], -abs(a - default)))
+    ctx.alpha_search = {"stage": stage.name, "steps": steps, "dev_weighted_f1": {f"{a:g}": v for a, v in scores.items()},
+                        "chosen": ctx.alpha}
+    log.info("language sampling alpha %g chosen on dev (%s)", ctx.alpha,
+             ", ".join(f"{a:g}: {v:.4f}" for a, v in scores.items()))
+    return ctx.alpha
 
 
 def _uses_teacher(stage: StageConfig) -> bool:
     return stage.kind in ("distill-mlm", "distill-task") and (stage.kd_weight > 0 or stage.attention_weight > 0)
 
 
-def evaluate_systems(ctx: Context, models: dict[str, list[nn.Module]]) -> tuple[dict, dict[str, np.ndarray]]:
+def evaluate_systems(ctx: Context, models: dict[str, list[dict[str, nn.Module]]]) -> tuple[dict, dict[str, np.ndarray]]:
     """Metrics per language and system (mean ± std over seeds), plus the baselines.
+
+    `models[system]` holds one {language or ALL: model} mapping per seed.
 
     Returns (languages.<lang>.<system> metrics, student test predictions per language).
     """
@@ -401,7 +460,8 @@ def evaluate_systems(ctx: Context, models: dict[str, list[nn.Module]]) -> tuple[
         row: dict[str, dict] = {}
         for system, seeded in models.items():
             runs = []
-            for i, model in enumerate(seeded):
+            for i, per_language in enumerate(seeded):
+                model = per_language.get(lang, per_language.get(ALL))
                 pred = predict_encoded(model, ctx.data.test[lang], ctx.pad_id, ctx.device).argmax(-1)
                 runs.append(compute_metrics(gold, pred.tolist(), labels))
                 if system == "student" and i == 0:
@@ -492,22 +552,30 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True) ->
         ctx = Context(config, data, device, work, progress)
         teacher_mlm, teacher = prepare_teacher(ctx)
         seeds = [config.seed + i for i in range(config.seeds)]
-        models: dict[str, list[nn.Module]] = {"teacher": [teacher]}
-        for system, tag, overrides in VARIANTS if config.ablations else VARIANTS[:1]:
-            models[system] = [train_student(ctx, teacher_mlm, teacher, tag + (f"[seed{s}]" if s != seeds[0] else ""),
-                                            overrides, s) for s in seeds]
+        contexts = language_contexts(ctx)
+        models: dict[str, list[dict[str, nn.Module]]] = {"teacher": [{ALL: teacher}]}
+        for system, tag, overrides in student_variants(config):
+            models[system] = [
+                {lang: train_student(lctx, teacher_mlm, teacher, tag + ("" if lang == ALL else f"[{lang}]")
+                                     + (f"[seed{s}]" if s != seeds[0] else ""), overrides, s)
+                 for lang, lctx in contexts.items()}
+                for s in seeds]
         languages, preds = evaluate_systems(ctx, models)
         systems = list(next(iter(languages.values())))
         average = {sys_: average_metrics({lang: row[sys_] for lang, row in languages.items()}) for sys_ in systems}
-        student = models["student"][0]
+        students = models["student"][0]
         save_hf_model(teacher, data.tokenizer, work / "teacher")
-        save_hf_model(student, data.tokenizer, work / "student")
+        for lang, student in students.items():  # student/, or student/<lang>/ per language
+            save_hf_model(student, data.tokenizer, work / "student" / ("" if lang == ALL else lang))
+        student = next(iter(students.values()))
         results = {
             "afrocomet_version": __version__, "created": started, "labels": list(data.labels), "systems": systems,
             "languages": languages, "average": average,
             "retention": retention(average["student"], average["teacher"]),
             "efficiency": measure_efficiency(ctx, teacher, student),
             "stages": ctx.results, "truncated": data.truncated, "seeds": seeds, "device": str(device),
+            "sampling": {"alpha": ctx.sampling_alpha, "search": ctx.alpha_search,
+                         "per_language": len(students) > 1},
             "config": to_dict(config),
         }
         results["wall_seconds"] = round(time.perf_counter() - t0, 1)

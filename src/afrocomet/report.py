@@ -33,6 +33,7 @@ SYSTEM_NAMES: dict[str, str] = {
     "student": "student (hybrid KD)",
     "student_kd_only": "student (KD only)",
     "student_no_distill": "student (no distillation)",
+    "student_adaptive": "student (adaptive weights)",
     "tfidf_baseline": "TF-IDF + LR",
     "majority": "majority class",
 }
@@ -557,6 +558,53 @@ def _ablation_section(results: Mapping) -> list[str]:
             format_table(rows, list(next(iter(rows.values()))), first_column="stage-2 loss"), " ".join(text), ""]
 
 
+def _best_dev(results: Mapping, tag: str) -> float | None:
+    """Dev score of the last task stage of one student variant (its stage names end in `tag`)."""
+    stages = [s for name, s in (results.get("stages") or {}).items()
+              if isinstance(s, Mapping) and s.get("kind") == "distill-task" and name.endswith(tag)
+              and (tag or "[" not in name)]
+    return stages[-1].get("best_score") if stages else None
+
+
+def _adaptive_section(results: Mapping) -> list[str]:
+    """Fixed vs adaptive loss weights: which won on dev (the rule that sets the default) and on test."""
+    fixed, adaptive = _average(results, "student").get("weighted_f1"), _average(results, "student_adaptive").get("weighted_f1")
+    if fixed is None or adaptive is None:
+        return []
+    mode = _get(results, "config", "compare_adaptive") or "adaptive"
+    dev = {"fixed": _best_dev(results, ""), "adaptive": _best_dev(results, "[adaptive]")}
+    rows = {"fixed weights (default)": {"dev weighted F1": _pct(dev["fixed"]), "test weighted F1": _pct(fixed)},
+            f"adaptive ({mode})": {"dev weighted F1": _pct(dev["adaptive"]), "test weighted F1": _pct(adaptive)}}
+    text = []
+    if _is_number(dev["fixed"]) and _is_number(dev["adaptive"]):
+        won = "adaptive" if dev["adaptive"] > dev["fixed"] else "fixed"
+        text.append(f"On dev, **{won} weights won** ({100 * (dev['adaptive'] - dev['fixed']):+.2f} points for adaptive); "
+                    f"on test adaptive is {100 * (adaptive - fixed):+.2f} points.")
+        text.append("Fixed weights stay the default until runs like this one show adaptive winning on dev.")
+    return ["## Fixed vs adaptive loss weights", "",
+            "Same student, data and budget; the hybrid loss terms balanced by fixed weights or adaptively.", "",
+            format_table(rows, ["dev weighted F1", "test weighted F1"], first_column="loss weights"), " ".join(text), ""]
+
+
+def _sampling_section(results: Mapping) -> list[str]:
+    """Which language-sampling alpha the task stages used, and the dev scores it was chosen on."""
+    sampling = results.get("sampling") or {}
+    alpha, search = sampling.get("alpha"), sampling.get("search")
+    if not _is_number(alpha):
+        return []
+    if sampling.get("per_language"):
+        return ["## Language sampling", "", "One student per language: no sampling across languages.", ""]
+    if not search:
+        return ["## Language sampling", "", f"Training examples drawn per language with p ∝ n^α, α = {alpha:g} "
+                "(fixed: `data.sampling_alpha`; set `data.alpha_candidates` to choose it on dev).", ""]
+    rows = {(f"**{a}**" if float(a) == float(alpha) else a): {"dev weighted F1": _pct(v)}
+            for a, v in search["dev_weighted_f1"].items()}
+    return ["## Language sampling", "",
+            f"Training examples drawn per language with p ∝ n^α. α = **{alpha:g}** was chosen on dev: a "
+            f"{search['steps']}-step copy of {search['stage']} per candidate, from the same stage-1 student.", "",
+            format_table(rows, ["dev weighted F1"], first_column="α"), ""]
+
+
 def _efficiency_section(results: Mapping) -> list[str]:
     rows = _efficiency_rows(results)
     if not rows:
@@ -631,7 +679,8 @@ def render_report(results: Mapping, plots: Sequence[tuple[str, Path]] = (), out_
          f"arXiv:2502.18020) evaluated on {'AfriSenti' if _is_afrisenti(results) else 'user-supplied'} sentiment "
          f"data ({' / '.join(_labels(results))}).", ""],
         _run_section(results), _main_table(results), _averages_table(results), _retention_lines(results),
-        _ablation_section(results), _efficiency_section(results), _stage_table(results),
+        _ablation_section(results), _adaptive_section(results), _sampling_section(results),
+        _efficiency_section(results), _stage_table(results),
         _truncation_lines(results), _plots_section(plots, out_dir), _citation_section(results),
     ]
     return "\n".join(line for section in sections for line in section).rstrip() + "\n"

@@ -1,0 +1,57 @@
+"""Run options beyond the default: alpha chosen on dev, adaptive vs fixed weights, one student per language."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from afrocomet.cli import main
+
+LANGS = ["--languages", "swa,kin"]  # the two smallest languages: a quick run in seconds
+
+
+def _run(tmp_path, afrisenti_dir, *flags: str):
+    out = tmp_path / "run"
+    code = main(["run", "--quick", "--quiet", "--no-ablations", "--data-dir", str(afrisenti_dir), *LANGS,
+                 "--out", str(out), *flags])
+    assert code == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_alpha_chosen_on_dev_and_adaptive_compared(tmp_path, afrisenti_dir, one_thread):
+    out, results = _run(tmp_path, afrisenti_dir, "--alpha-candidates", "0,1", "--compare-adaptive", "magnitude")
+    search = results["sampling"]["search"]
+    scores = search["dev_weighted_f1"]
+    assert set(scores) == {"0", "1"} and search["steps"] == 12  # capped at the quick stage's own budget
+    assert results["sampling"]["alpha"] == max((0.0, 1.0), key=lambda a: (scores[f"{a:g}"], -abs(a - 0.5)))
+    for alpha in ("0", "1"):  # each candidate trained from the same student, logged like any stage
+        stage = results["stages"][f"alpha-search[{alpha}]"]
+        assert stage["best_score"] == pytest.approx(scores[alpha])
+    # the adaptive variant is a full student: both its stages ran with the balancer, and it is evaluated
+    assert "student_adaptive" in results["systems"]
+    assert results["stages"]["stage2[adaptive]"]["steps"] > 0
+    assert results["config"]["compare_adaptive"] == "magnitude"
+    report = (out / "report.md").read_text()
+    assert "## Fixed vs adaptive loss weights" in report and "weights won" in report
+    assert "## Language sampling" in report and "chosen on dev" in report
+
+
+def test_one_student_per_language(tmp_path, afrisenti_dir, one_thread):
+    out, results = _run(tmp_path, afrisenti_dir, "--per-language")
+    assert results["sampling"]["per_language"] is True
+    for lang in ("swa", "kin"):  # each language's stages, its own student folder, its own predictions
+        assert results["stages"][f"stage2[{lang}]"]["steps"] > 0
+        assert (out / "student" / lang / "model.safetensors").is_file()
+        assert (out / "predictions" / f"{lang}.tsv").is_file()
+    assert "stage2" not in results["stages"]  # no multilingual student was trained
+    for lang, n_train in (("swa", 1810), ("kin", 3302)):  # each trained on its own language's tweets only
+        assert results["stages"][f"stage2[{lang}]"]["epochs"] == round(12 / math.ceil(n_train / 32), 3)
+
+
+def test_bad_alpha_candidates_flag(tmp_path, capsys):
+    code = main(["run", "--quick", "--alpha-candidates", "0.3,x", "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert "--alpha-candidates" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
