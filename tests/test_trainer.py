@@ -163,6 +163,21 @@ def test_distill_stage_without_teacher_is_an_error(small):
         train_stage(stage("distill-mlm"), model("tiny-student", "mlm", tok), data, tokenizer=tok, progress=False)
 
 
+def test_preflight_invariants_stop_a_broken_kd_before_the_first_step(small, monkeypatch, tmp_path):
+    """The doctor's invariants run at the start of every distillation stage: a KD term that forgot T²
+    is caught before any weight moves."""
+    tok, data = small
+    teacher = with_head(model("tiny-teacher", "mlm", tok))
+    student = model("tiny-student", "classification", tok, seed=1)
+    before = state(student)
+    original = losses.kd_loss
+    monkeypatch.setattr(losses, "kd_loss", lambda s, t, T, mask=None: original(s, t, T, mask) / T**2)
+    with pytest.raises(AfroCometError, match="pre-flight invariant check failed: .*T"):
+        train_stage(stage("distill-task", max_steps=3, temperature=2.0), student, data, tokenizer=tok,
+                    teacher=teacher, out_dir=tmp_path, progress=False)
+    assert same_state(before, state(student)) and not (tmp_path / "log.jsonl").exists()
+
+
 # -- masked-LM KD sees masked positions only --------------------------------------------------------
 
 

@@ -140,6 +140,17 @@ class HybridLoss(nn.Module):
         return losses
 
 
+def preflight_invariants(cfg: StageConfig, student: nn.Module, teacher: nn.Module, train: Encoded, tokenizer) -> None:
+    """The doctor's KD invariants on a few real examples before the first step (RNG and weights untouched)."""
+    from afrocomet.distill.doctor import check_invariants
+
+    batch = collate(train, list(range(min(4, len(train)))), tokenizer.pad_token_id)
+    failed = [c for c in check_invariants(student, teacher, tokenizer, cfg, batch) if not c.ok]
+    if failed:
+        raise AfroCometError(f"stage '{cfg.name}': pre-flight invariant check failed: "
+                             + "; ".join(f"{c.name}: {c.detail}" for c in failed))
+
+
 def _window_mean(values: list[float], first: bool, k: int = 10) -> float:
     part = values[:k] if first else values[-k:]
     return float(sum(part) / max(len(part), 1))
@@ -182,6 +193,8 @@ def train_stage(
         teacher.to(device).eval()
         teacher.requires_grad_(False)
     loss_fn = HybridLoss(cfg, student, teacher).to(device)
+    if loss_fn.uses_teacher:
+        preflight_invariants(cfg, student, teacher, train, tokenizer)
     masker = MLMMasker(tokenizer, cfg.mlm_probability, seed=seed) if loss_fn.task == "mlm" else None
 
     batches_per_epoch = math.ceil(len(train) / cfg.batch_size)
