@@ -490,6 +490,7 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, so
     check_output_dir(out, overwrite)
     shapes = preflight(config, where=source)
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
+    torch.manual_seed(config.seed)  # new heads (convert_head, load_pretrained) draw from the global RNG
     device = resolve_device(config.device)
     with atomic_dir(out) as work:
         save_config(config, work / "config.yaml")
