@@ -249,7 +249,8 @@ def _run(config_file: Path | None, opts: dict) -> None:
     logging.basicConfig(level=logging.WARNING if opts["quiet"] else logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
     config = _resolve_config(config_file, opts)
-    results = run_pipeline(config, overwrite=opts["overwrite"], progress=not opts["quiet"])
+    results = run_pipeline(config, overwrite=opts["overwrite"], progress=not opts["quiet"],
+                           source=str(config_file) if config_file else "config")
     _print_summary(results, Path(config.out))
 
 
@@ -392,6 +393,9 @@ def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)  # unwinds like Ctrl-C: temporary output is removed, nothing half-written
 
 
+_NO_ARGS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
@@ -405,9 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("afrocomet: interrupted", err=True)
         return 130
-    except click.ClickException as exc:
+    except _NO_ARGS_HELP as exc:  # `afrocomet` alone: the help text, as click shows it
         exc.show()
         return exc.exit_code
+    except click.ClickException as exc:  # a bad flag or value: one line too, naming the option
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) else "afrocomet"
+        message = " ".join(exc.format_message().split())
+        click.echo(f"afrocomet: error: {message} (see '{command} --help')", err=True)
+        return 2
     except KeyboardInterrupt:
         click.echo("afrocomet: interrupted", err=True)
         return 130

@@ -118,7 +118,8 @@ def validate_stage(stage: StageConfig, where: str = "config") -> None:
         raise AfroCometError(f"{w}: unknown adaptive '{stage.adaptive}' (allowed: {', '.join(ADAPTIVE_MODES)})")
     if stage.attention_loss not in ("kl", "mse"):
         raise AfroCometError(f"{w}: attention_loss must be 'kl' or 'mse', got '{stage.attention_loss}'")
-    for name in ("batch_size", "grad_accum", "lr", "temperature", "epochs", "max_steps", "final_temperature"):
+    for name in ("batch_size", "grad_accum", "lr", "temperature", "epochs", "max_steps", "final_temperature",
+                 "relation_heads"):
         _check_positive(w, name, getattr(stage, name))
     for name in ("kd_weight", "attention_weight", "hard_weight", "weight_decay", "max_grad_norm", "patience"):
         _check_positive(w, name, getattr(stage, name), allow_zero=True)

@@ -365,7 +365,7 @@ def prepare_teacher(ctx: Context) -> tuple[nn.Module | None, nn.Module]:
         mlm = load_pretrained(m.teacher, "mlm", trust_remote_code=m.trust_remote_code) if need_mlm else None
         cls = load_pretrained(m.teacher, "classification", num_labels=len(labels), id2label=labels,
                               trust_remote_code=m.trust_remote_code)
-        if has_task_head(m.teacher, labels):
+        if has_task_head(m.teacher, labels, m.trust_remote_code):
             log.info("teacher %s already has a %d-class head: fine-tuning skipped", m.teacher, len(labels))
             finetune = None
     if finetune is not None:
@@ -376,12 +376,12 @@ def prepare_teacher(ctx: Context) -> tuple[nn.Module | None, nn.Module]:
     return mlm, cls
 
 
-def has_task_head(name_or_path: str, id2label: dict[int, str]) -> bool:
+def has_task_head(name_or_path: str, id2label: dict[int, str], trust_remote_code: bool = False) -> bool:
     """True when a saved model is already a sequence classifier over exactly these labels."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(name_or_path)
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError):
         return False
     archs = config.architectures or []
@@ -531,10 +531,15 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
         raise AfroCometError(f"output folder already holds {what}; pass --overwrite or choose another --out", path=out)
 
 
-def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
-    """The whole method on one config; everything lands in `config.out` at once at the end."""
+def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, source: str = "config") -> dict:
+    """The whole method on one config; everything lands in `config.out` at once at the end.
+
+    Pre-flight first (models, weights, layer maps, matching; then the tokenizer against the models'
+    vocabularies): a bad run fails in seconds, before any training. `source` names the config in
+    error messages (e.g. its file)."""
     from afrocomet import __version__
     from afrocomet.config import save_config, to_dict
+    from afrocomet.distill.doctor import check_tokenizer_fits, preflight
     from afrocomet.distill.trainer import resolve_device
     from afrocomet.evaluate import average_metrics, retention
     from afrocomet.io import atomic_dir, atomic_write_json, atomic_write_text
@@ -543,12 +548,16 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True) ->
     config = validate(config)
     out = Path(config.out)
     check_output_dir(out, overwrite)
+    shapes = preflight(config, where=source)
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
+    torch.manual_seed(config.seed)  # new heads (convert_head, load_pretrained) draw from the global RNG
     device = resolve_device(config.device)
     with atomic_dir(out) as work:
         save_config(config, work / "config.yaml")
         datasets = load_datasets(config)
-        data = prepare_data(config, datasets, make_tokenizer(config, datasets))
+        tokenizer = make_tokenizer(config, datasets)
+        check_tokenizer_fits(config, tokenizer, shapes)
+        data = prepare_data(config, datasets, tokenizer)
         ctx = Context(config, data, device, work, progress)
         teacher_mlm, teacher = prepare_teacher(ctx)
         seeds = [config.seed + i for i in range(config.seeds)]

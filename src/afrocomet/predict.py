@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, Sequence, TextIO
 
 import numpy as np
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -33,7 +34,7 @@ from afrocomet.data.schema import DEFAULT_LANGUAGES, LABELS, Example
 from afrocomet.errors import AfroCometError
 from afrocomet.evaluate import average_metrics, compute_metrics, predict_logits
 from afrocomet.io import atomic_path
-from afrocomet.models.build import PICKLED_WEIGHTS, SAFE_WEIGHTS, first_line
+from afrocomet.models.build import check_weights, first_line
 from afrocomet.tokenizer import load_tokenizer
 
 CHUNK_ROWS = 2048  # rows read, predicted and written at a time: memory does not grow with the file
@@ -61,17 +62,8 @@ class Backend:
 
 
 def _check_folder(model_dir: str | Path) -> Path:
-    """The folder, if it holds config.json, safetensors weights and tokenizer files."""
-    folder = Path(model_dir).expanduser()
-    if not folder.is_dir():
-        raise AfroCometError("model folder not found" if not folder.exists() else "not a folder", path=folder)
-    if not (folder / "config.json").is_file():
-        raise AfroCometError("model folder has no config.json (save the model with save_pretrained)", path=folder)
-    if not any((folder / name).is_file() for name in SAFE_WEIGHTS):
-        if any((folder / name).is_file() for name in PICKLED_WEIGHTS):
-            raise AfroCometError("model folder has only pickled pytorch_model.bin weights, which afrocomet does not "
-                                 "load (unpickling can run code); convert them to model.safetensors first", path=folder)
-        raise AfroCometError("model folder has no weights (model.safetensors)", path=folder)
+    """The folder, if it holds config.json, readable safetensors weights and tokenizer files."""
+    folder = check_weights(model_dir)
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise AfroCometError("model folder has no tokenizer files (tokenizer.json); save the tokenizer "
                              "into it with tokenizer.save_pretrained(folder)", path=folder)
@@ -127,7 +119,7 @@ def load_classifier(
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 str(folder), config=config, use_safetensors=True, output_loading_info=True,
                 trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise AfroCometError(f"cannot load the model: {first_line(exc)}", path=folder) from exc
     missing = sorted(info["missing_keys"])
     if missing:

@@ -451,6 +451,64 @@ def overfit_check(student: nn.Module, teacher: nn.Module | None, tokenizer, stag
     return checks
 
 
+# ----------------------------------------------------------------------------- pre-flight (seconds, no data)
+
+
+def model_shape(name: str, trust_remote_code: bool = False):
+    """The config (layers, sizes, vocab) of a preset or a saved model, without loading weights.
+
+    A local folder must hold config.json and readable safetensors weights (their header is read,
+    so a truncated file is caught here, not after the data and the teacher's training)."""
+    from afrocomet.models.build import check_weights, looks_local
+    from afrocomet.models.presets import get_preset
+
+    if is_preset(name):
+        return get_preset(name).to_config()
+    if looks_local(name):
+        check_weights(name)
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise AfroCometError(f"could not read the config of model {name!r} (a folder with config.json, or a Hub id "
+                             f"reachable now): {str(exc).strip().splitlines()[0]}") from exc
+
+
+def preflight(config: RunConfig, where: str = "config") -> dict:
+    """What can be checked before any data is read or any step is trained: the models' folders
+    and weights, and every distillation stage's layer map and attention matching against the real
+    layer counts and hidden sizes. Returns {"teacher": config, "student": config}."""
+    from afrocomet.distill.matching import build_matcher
+
+    m = config.model
+    shapes = {role: model_shape(name, m.trust_remote_code) for role, name in (("teacher", m.teacher),
+                                                                                ("student", m.student))}
+    for stage in config.stages:
+        if stage.kind not in DISTILL_KINDS:
+            continue
+        try:
+            build_matcher(stage.matching, shapes["student"], shapes["teacher"], stage.layer_map,
+                          loss=stage.attention_loss, relation_heads=stage.relation_heads)
+        except AfroCometError as exc:
+            field = "layer_map" if "layer map" in str(exc) else f"matching '{stage.matching}'"
+            raise AfroCometError(f"{where}: stage '{stage.name}' {field} (student {m.student}: "
+                                 f"{shapes['student'].num_hidden_layers} layers, hidden {shapes['student'].hidden_size}; "
+                                 f"teacher {m.teacher}: {shapes['teacher'].num_hidden_layers} layers, hidden "
+                                 f"{shapes['teacher'].hidden_size}): {exc}") from None
+    return shapes
+
+
+def check_tokenizer_fits(config: RunConfig, tokenizer, shapes: dict) -> None:
+    """A saved model's embedding must have a row for every token id the tokenizer can give."""
+    for role in ("teacher", "student"):
+        name = getattr(config.model, role)
+        if not is_preset(name) and len(tokenizer) > shapes[role].vocab_size:
+            raise AfroCometError(f"the tokenizer has {len(tokenizer)} tokens but the {role}'s embedding only "
+                                 f"{shapes[role].vocab_size} (config.json vocab_size): this tokenizer does not "
+                                 f"belong to this model", path=name)
+
+
 # ----------------------------------------------------------------------------- a run config
 
 
@@ -512,9 +570,11 @@ def run_doctor(config: RunConfig, *, device: str | None = None, sample: int = 20
     from afrocomet.models.build import build_model
 
     config = validate(config)
+    shapes = preflight(config)
     dev = resolve_device(device or config.device)
     texts, labels, names = _train_texts(config, sample)
     tokenizer = tokenizer_for(config.model, texts)
+    check_tokenizer_fits(config, tokenizer, shapes)
     m, seq_len = config.model, config.data.max_length
     full = {role: _model_config(name, m.vocab_size if is_preset(name) and is_preset(m.teacher) else len(tokenizer),
                                 names, m.trust_remote_code)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
@@ -100,21 +102,53 @@ def presets_table() -> list[dict[str, Any]]:
     ]
 
 
-def _check_local_weights(folder: Path) -> None:
+def check_weights(folder: str | Path) -> Path:
+    """A local model folder with config.json and safetensors weights whose headers read back.
+
+    Pickled `pytorch_model.bin` weights are refused (unpickling can run code). Reading each
+    safetensors header (not the tensors) catches a truncated or corrupt file in milliseconds."""
+    folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise AfroCometError("model folder not found", path=folder)
+        raise AfroCometError("model folder not found" if not folder.exists() else "not a folder", path=folder)
     if not (folder / "config.json").is_file():
-        raise AfroCometError("model folder has no config.json", path=folder)
-    if any((folder / name).is_file() for name in SAFE_WEIGHTS):
-        return
-    if any((folder / name).is_file() for name in PICKLED_WEIGHTS):
-        raise AfroCometError(
-            "model folder has only pickled pytorch_model.bin weights, which afrocomet does not load "
-            "(unpickling can run code); convert them to model.safetensors first, e.g. "
-            "model.save_pretrained(folder) with transformers, or the safetensors 'convert' script",
-            path=folder,
-        )
-    raise AfroCometError("model folder has no model.safetensors", path=folder)
+        raise AfroCometError("model folder has no config.json (save the model with save_pretrained)", path=folder)
+    if not any((folder / name).is_file() for name in SAFE_WEIGHTS):
+        if any((folder / name).is_file() for name in PICKLED_WEIGHTS):
+            raise AfroCometError(
+                "model folder has only pickled pytorch_model.bin weights, which afrocomet does not load "
+                "(unpickling can run code); convert them to model.safetensors first, e.g. "
+                "model.save_pretrained(folder) with transformers, or the safetensors 'convert' script",
+                path=folder,
+            )
+        raise AfroCometError("model folder has no weights (model.safetensors)", path=folder)
+    for shard in _safetensors_files(folder):
+        _check_safetensors(shard)
+    return folder
+
+
+def _safetensors_files(folder: Path) -> list[Path]:
+    if (folder / SAFE_WEIGHTS[0]).is_file():
+        return [folder / SAFE_WEIGHTS[0]]
+    index = folder / SAFE_WEIGHTS[1]
+    try:
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise AfroCometError(f"unreadable weight index: {first_line(exc)}", path=index) from exc
+    return [folder / shard for shard in shards]
+
+
+def _check_safetensors(path: Path) -> None:
+    """Open the file's header; safetensors checks that every tensor's bytes lie inside the file."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise AfroCometError("weight file listed in the index is missing", path=path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception as exc:  # SafetensorError derives from Exception only
+        raise AfroCometError(f"not a readable safetensors file (truncated or corrupt? {first_line(exc)})",
+                             path=path) from exc
 
 
 def load_pretrained(
@@ -134,7 +168,7 @@ def load_pretrained(
     name = str(name_or_path)
     if looks_local(name):
         folder = Path(name).expanduser()
-        _check_local_weights(folder)
+        check_weights(folder)
         name = str(folder)
     kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": trust_remote_code,
                               "ignore_mismatched_sizes": False}
@@ -147,7 +181,7 @@ def load_pretrained(
             kwargs["label2id"] = {str(v): int(i) for i, v in id2label.items()}
     try:
         return auto_class.from_pretrained(name, **kwargs)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         hint = ""
         if isinstance(exc, OSError):
             hint = (" (not found locally and could not be downloaded: no network, or HF_HUB_OFFLINE set?"
