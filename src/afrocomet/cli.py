@@ -26,7 +26,7 @@ def _print_table(title: str, columns: list[str], rows: list[list]) -> None:
 
     table = Table(title=title)
     for col in columns:
-        table.add_column(col, justify="left" if col in ("name", "system", "language", "description") else "right")
+        table.add_column(col, justify="left" if col in ("name", "system", "language", "description", "metric") else "right")
     for row in rows:
         table.add_row(*[str(c) for c in row])
     _console().print(table)
@@ -374,6 +374,39 @@ def export(model_dir, onnx, int8, out, data_dir, languages, texts_file, max_text
         click.echo(f"int8 {q['file']}: label agreement with PyTorch {100 * q['label_agreement']:.2f}% "
                    f"(goal {100 * q['goal']:.0f}%){'' if q['ok'] else ' -- BELOW THE GOAL, ok: false'}")
     click.echo(f"wrote {out}/ (model.onnx{', model.int8.onnx' if int8 else ''}, config.json, tokenizer, parity.json)")
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+@cli.command()
+@click.option("--teacher", default="afroxlmr-large", show_default=True,
+              help="Preset (random weights, e.g. afroxlmr-large) or saved classifier folder.")
+@click.option("--student", default="comet", show_default=True, help="Preset (e.g. comet) or saved classifier folder.")
+@click.option("--onnx", "onnx_dir", type=click.Path(path_type=Path), default=None,
+              help="Exported ONNX folder: adds columns onnx-fp32 and, if present, onnx-int8.")
+@click.option("--texts", "n_texts", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Real AfriSenti test tweets to time (drawn with seed 0).")
+@click.option("--languages", "-l", multiple=True, help="AfriSenti languages of the tweets (default: the five).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="AfriSenti folder; default $AFROCOMET_DATA, then the cache, then download.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda ... (ONNX columns run on the CPU).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
+@click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per text at most.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of a table.")
+def bench(teacher, student, onnx_dir, n_texts, languages, data_dir, device, threads, max_length, as_json) -> None:
+    """Teacher vs student (vs ONNX): size, latency, throughput and memory on real tweets, with ratios."""
+    from afrocomet.bench import bench_rows, run_bench
+
+    result = run_bench(teacher, student, onnx_dir, languages=_split_languages(languages) or None, data_dir=data_dir,
+                       n_texts=n_texts, device=device, threads=threads, max_length=max_length)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    header, rows = bench_rows(result)
+    _print_table(f"afrocomet bench: {result['device']}, {result['threads']} threads", header, rows)
+    click.echo(f"ratios: teacher / column (throughput: column / teacher). texts: {result['texts']['source']}; "
+               f"tokenizer: {result['tokenizer']}")
 
 
 # ----------------------------------------------------------------------------- doctor
