@@ -393,7 +393,7 @@ def bench_texts(datasets: dict, n_texts: int, seed: int = 0) -> list[str]:
     return [texts[i] for i in np.random.default_rng(seed).permutation(len(texts))[:n_texts]]
 
 
-def _shared_tokenizer(specs: Sequence[str], datasets: dict) -> tuple[Any, str]:
+def shared_tokenizer(specs: Sequence[str], datasets: dict) -> tuple[Any, str]:
     """The presets' tokenizer: a given folder's own when it fits every preset's vocabulary, else one
     trained on AfriSenti train tweets (at most `TOKENIZER_TEXTS`) with ids below every preset's vocabulary."""
     from afrocomet.models.presets import get_preset, is_preset
@@ -512,7 +512,7 @@ def run_bench(teacher: str, student: str, onnx: str | Path | None = None, *, lan
     datasets = load_afrisenti(languages or DEFAULT_LANGUAGES, data_dir, download=download,
                               splits=("train", "test") if presets else ("test",))
     texts = bench_texts(datasets, n_texts)
-    shared, tokenizer_note = (_shared_tokenizer([teacher, student, str(onnx or "")], datasets) if presets
+    shared, tokenizer_note = (shared_tokenizer([teacher, student, str(onnx or "")], datasets) if presets
                               else (None, "each folder's own tokenizer"))
     kwargs = dict(warmup=min(warmup, len(texts)), throughput_batch_size=throughput_batch_size)
     old_threads = torch.get_num_threads()

@@ -20,11 +20,12 @@ The graph is traced with torch's TorchScript exporter (`dynamo=False`): it needs
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -150,13 +151,29 @@ def write_onnx(model: torch.nn.Module, tokenizer, path: Path, *, opset: int = DE
     return path
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """Drop onnxruntime.quantization's advice logged on the root logger ("consider pre-processing"):
+    a NullHandler also keeps `logging.warning` from configuring the root logger as a side effect."""
+    root, null = logging.getLogger(), logging.NullHandler()
+    drop = logging.Filter("no record passes")  # matches no logger name: blocks every root record
+    root.addHandler(null)
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+        root.removeHandler(null)
+
+
 def write_int8(fp32_path: Path, int8_path: Path) -> Path:
     """Dynamic int8 quantisation (weights int8, activations quantised at run time) of an fp32 graph."""
     import_onnxruntime()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     try:
-        quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
+        with _quiet_root_logger():
+            quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
     except Exception as exc:
         raise AfroCometError(f"int8 quantisation failed: {first_line(exc)}", path=fp32_path) from exc
     return int8_path
