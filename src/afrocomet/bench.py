@@ -415,13 +415,10 @@ def shared_tokenizer(specs: Sequence[str], datasets: dict) -> tuple[Any, str]:
 def _open_torch(spec: str, shared: Any, seed: int) -> tuple[torch.nn.Module, Any, str]:
     """(model, tokenizer, description) for a preset (random weights) or a saved PyTorch folder."""
     from afrocomet.models.presets import is_preset
-    from afrocomet.predict import is_onnx_folder, load_classifier
+    from afrocomet.predict import load_classifier
 
     if is_preset(spec):
         return random_weights_model(spec, seed=seed), shared, f"preset {spec} (random weights)"
-    if is_onnx_folder(spec):
-        raise AfroCometError("an ONNX folder: pass it as --onnx (teacher and student are presets or "
-                             "PyTorch folders)", path=spec)
     model, tokenizer, _ = load_classifier(spec)
     return model, tokenizer, f"folder {spec}"
 
@@ -439,9 +436,12 @@ def _limit(model: torch.nn.Module, max_length: int) -> int:
 
 def _check_spec(spec: str, what: str) -> None:
     from afrocomet.models.presets import PRESETS, is_preset
+    from afrocomet.predict import is_onnx_folder
 
     if not is_preset(spec) and not Path(spec).expanduser().is_dir():
         raise AfroCometError(f"--{what} {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a model folder")
+    if not is_preset(spec) and is_onnx_folder(spec):
+        raise AfroCometError(f"an ONNX folder: pass it as --onnx (--{what} is a preset or a PyTorch folder)", path=spec)
 
 
 def onnx_columns(folder: str | Path) -> list[tuple[str, str]]:
