@@ -73,10 +73,12 @@ def parity_texts(languages: str | Iterable[str] = DEFAULT_LANGUAGES, data_dir: s
     texts in all, spread evenly over each group's file (the files are sorted by label).
     """
     from afrocomet.data.afrisenti import load_afrisenti, read_tsv
-    from afrocomet.data.download import DATA_ENV
+    from afrocomet.data.download import DATA_ENV, check_languages
 
+    languages = check_languages(languages)  # an unknown code is an error, not a reason to fall back
     if isinstance(texts, (str, Path)):
-        groups, source = {Path(texts).stem: [ex.text for ex in read_tsv(texts, labels=None, require_label=False)]}, f"texts from {texts}"
+        examples = read_tsv(texts, labels=None, require_label=False)
+        groups, source = {Path(texts).stem: [ex.text for ex in examples]}, f"texts from {texts}"
     elif texts is not None:
         groups, source = {"texts": list(texts)}, f"{len(texts)} given texts"
     elif data_dir is None and not os.environ.get(DATA_ENV):
