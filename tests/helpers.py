@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import pytest
 import torch
 
 WORDS = "ina son wannan sosai ban ji dadin ba yau rana ce mai kyau allah ya isa gaskiya".split()
@@ -31,3 +34,61 @@ def tiny_model(vocab_size: int, hidden: int = 32, layers: int = 2):
                               intermediate_size=2 * hidden, max_position_embeddings=64, num_labels=3,
                               pad_token_id=1, bos_token_id=0, eos_token_id=2)
     return XLMRobertaForSequenceClassification(config).eval()
+
+
+# ----------------------------------------------------------------------------- saved folders (export, bench)
+
+
+def train_briefly(model, tokenizer, texts: list[str], labels: list[int], steps: int = 80) -> None:
+    """A few AdamW steps so that the model predicts more than one class."""
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(len(texts), (32,), generator=gen).tolist()
+        enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=64, padding=True, return_tensors="pt")
+        model(**enc, labels=torch.tensor([labels[i] for i in idx])).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_dir(tmp_path_factory, afrisenti_dir):
+    """A tiny-student classifier trained briefly on Hausa tweets with its own 300-piece tokenizer, saved."""
+    from afrocomet.data.afrisenti import read_tsv
+    from afrocomet.data.schema import LABELS
+    from afrocomet.models.build import build_model
+    from afrocomet.tokenizer import train_tokenizer
+
+    train = read_tsv(afrisenti_dir / "hau" / "train.tsv")[::14][:1000]  # rows across the label-sorted file
+    texts = [ex.text for ex in train]
+    tokenizer = train_tokenizer(texts, vocab_size=300)
+    model = build_model("tiny-student", vocab_size=len(tokenizer), seed=0)
+    with _threads(1):
+        train_briefly(model, tokenizer, texts, [LABELS.index(ex.label) for ex in train])
+    out = tmp_path_factory.mktemp("classifier") / "student"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_dir(tmp_path_factory, tiny_classifier_dir, afrisenti_dir):
+    """`tiny_classifier_dir` exported to ONNX with int8, parity on 300 Hausa test tweets."""
+    from afrocomet.export import export_onnx
+
+    out = tmp_path_factory.mktemp("export") / "onnx"
+    with _threads(1):
+        export_onnx(tiny_classifier_dir, out, int8=True, languages=["hau"], data_dir=afrisenti_dir, max_texts=300)
+    return out
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -26,7 +26,7 @@ def _print_table(title: str, columns: list[str], rows: list[list]) -> None:
 
     table = Table(title=title)
     for col in columns:
-        table.add_column(col, justify="left" if col in ("name", "system", "language", "description") else "right")
+        table.add_column(col, justify="left" if col in ("name", "system", "language", "description", "metric") else "right")
     for row in rows:
         table.add_row(*[str(c) for c in row])
     _console().print(table)
@@ -287,6 +287,10 @@ def _print_summary(results: dict, out: Path) -> None:
 # ----------------------------------------------------------------------------- predict / evaluate
 
 
+_ONNX_FILE_HELP = ("Run this ONNX file of the folder with ONNX Runtime, e.g. model.int8.onnx (an exported "
+                   "folder runs its model.onnx by default).")
+
+
 def _metrics_line(m: dict) -> str:
     return (f"weighted F1 {100 * m['weighted_f1']:.2f}%, accuracy {100 * m['accuracy']:.2f}%, "
             f"macro F1 {100 * m['macro_f1']:.2f}% on {m['n']} labelled texts")
@@ -302,12 +306,13 @@ def _metrics_line(m: dict) -> str:
               help="Tokens per text; longer texts are truncated. Default: the model's limit, at most 512.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with the model folder to run.")
-def predict(model_dir, input_file, output_file, batch_size, max_length, device, trust_remote_code) -> None:
+@click.option("--onnx-file", default=None, help=_ONNX_FILE_HELP)
+def predict(model_dir, input_file, output_file, batch_size, max_length, device, trust_remote_code, onnx_file) -> None:
     """Label a TSV file with a saved classifier (streamed: any file size); scores it if it has labels."""
     from afrocomet.predict import predict_file
 
     result = predict_file(model_dir, input_file, output_file, batch_size=batch_size, max_length=max_length,
-                          device=device, trust_remote_code=trust_remote_code)
+                          device=device, trust_remote_code=trust_remote_code, onnx_file=onnx_file)
     where = "" if output_file == "-" else f" -> {output_file}"
     click.echo(f"predicted {result['n']} texts, {result['truncated']} truncated "
                f"(max length {result['max_length']}){where}", err=True)
@@ -331,8 +336,9 @@ def predict(model_dir, input_file, output_file, batch_size, max_length, device, 
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the metrics as JSON.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with the model folder to run.")
+@click.option("--onnx-file", default=None, help=_ONNX_FILE_HELP)
 def evaluate(model_dir, languages, data_dir, split, test_file, no_download, batch_size, max_length, device, out,
-             trust_remote_code) -> None:
+             trust_remote_code, onnx_file) -> None:
     """Score a saved classifier on AfriSenti (per language and average) or on your own test file."""
     from afrocomet.data.schema import DEFAULT_LANGUAGES
     from afrocomet.io import atomic_write_json
@@ -341,7 +347,7 @@ def evaluate(model_dir, languages, data_dir, split, test_file, no_download, batc
     result = evaluate_model(model_dir, languages=_split_languages(languages) or list(DEFAULT_LANGUAGES),
                             data_dir=data_dir, split=split, test=test_file, batch_size=batch_size,
                             max_length=max_length, device=device, download=not no_download,
-                            trust_remote_code=trust_remote_code)
+                            trust_remote_code=trust_remote_code, onnx_file=onnx_file)
     keys = ("accuracy", "weighted_f1", "macro_f1")
     rows = [[name, m["n"], *(f"{100 * m[k]:.2f}" for k in keys), m["truncated"]]
             for name, m in result["languages"].items()]
@@ -353,6 +359,76 @@ def evaluate(model_dir, languages, data_dir, split, test_file, no_download, batc
     if out is not None:
         atomic_write_json(out, result)
         click.echo(f"wrote {out}")
+
+
+# ----------------------------------------------------------------------------- export
+
+
+@cli.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
+              help="Saved classifier folder (config.json, model.safetensors, tokenizer), e.g. runs/afrocomet/student.")
+@click.option("--onnx", is_flag=True, help="Export to ONNX (model.onnx, fp32); the only format for now.")
+@click.option("--int8", is_flag=True, help="Also write model.int8.onnx (dynamic int8 quantisation); needs --onnx.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write (new, or an earlier export).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="AfriSenti folder for the parity texts (test split); default $AFROCOMET_DATA, then the cache.")
+@click.option("--languages", "-l", multiple=True, help="AfriSenti languages whose test tweets check parity.")
+@click.option("--texts", "texts_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Check parity on this TSV (tweet/text column) instead of AfriSenti.")
+@click.option("--max-texts", type=click.IntRange(min=1), default=None, help="Check parity on at most N texts.")
+@click.option("--opset", type=click.IntRange(min=14), default=17, show_default=True, help="ONNX opset.")
+@click.option("--max-length", type=click.IntRange(min=2), default=None, help="Tokens per parity text (default: the model's limit).")
+def export(model_dir, onnx, int8, out, data_dir, languages, texts_file, max_texts, opset, max_length) -> None:
+    """Export a saved classifier to ONNX (and int8), with parity against PyTorch checked and saved."""
+    from afrocomet.data.schema import DEFAULT_LANGUAGES
+    from afrocomet.export import export_onnx
+
+    if not onnx:
+        raise AfroCometError("choose an export format: --onnx (int8 with --onnx --int8)")
+    result = export_onnx(model_dir, out, int8=int8, opset=opset, data_dir=data_dir, texts=texts_file,
+                         languages=_split_languages(languages) or list(DEFAULT_LANGUAGES), max_texts=max_texts,
+                         max_length=max_length)
+    fp32 = result["fp32"]
+    click.echo(f"fp32 {fp32['file']}: max |logit diff| vs PyTorch {fp32['max_abs_logit_diff']:.2e} on "
+               f"{fp32['n']} texts ({result['texts']['source']})")
+    if "int8" in result:
+        q = result["int8"]
+        click.echo(f"int8 {q['file']}: label agreement with PyTorch {100 * q['label_agreement']:.2f}% "
+                   f"(goal {100 * q['goal']:.0f}%){'' if q['ok'] else ' -- BELOW THE GOAL, ok: false'}")
+    click.echo(f"wrote {out}/ (model.onnx{', model.int8.onnx' if int8 else ''}, config.json, tokenizer, parity.json)")
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+@cli.command()
+@click.option("--teacher", default="afroxlmr-large", show_default=True,
+              help="Preset (random weights, e.g. afroxlmr-large) or saved classifier folder.")
+@click.option("--student", default="comet", show_default=True, help="Preset (e.g. comet) or saved classifier folder.")
+@click.option("--onnx", "onnx_dir", type=click.Path(path_type=Path), default=None,
+              help="Exported ONNX folder: adds columns onnx-fp32 and, if present, onnx-int8.")
+@click.option("--texts", "n_texts", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Real AfriSenti test tweets to time (drawn with seed 0).")
+@click.option("--languages", "-l", multiple=True, help="AfriSenti languages of the tweets (default: the five).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="AfriSenti folder; default $AFROCOMET_DATA, then the cache, then download.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda ... (ONNX columns run on the CPU).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
+@click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per text at most.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of a table.")
+def bench(teacher, student, onnx_dir, n_texts, languages, data_dir, device, threads, max_length, as_json) -> None:
+    """Teacher vs student (vs ONNX): size, latency, throughput and memory on real tweets, with ratios."""
+    from afrocomet.bench import bench_rows, run_bench
+
+    result = run_bench(teacher, student, onnx_dir, languages=_split_languages(languages) or None, data_dir=data_dir,
+                       n_texts=n_texts, device=device, threads=threads, max_length=max_length)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    header, rows = bench_rows(result)
+    _print_table(f"afrocomet bench: {result['device']}, {result['threads']} threads", header, rows)
+    click.echo(f"ratios: teacher / column (throughput: column / teacher). texts: {result['texts']['source']}; "
+               f"tokenizer: {result['tokenizer']}")
 
 
 # ----------------------------------------------------------------------------- doctor

@@ -2,8 +2,8 @@
 
 A model folder is a standard Hugging Face folder (config.json with id2label, model.safetensors,
 tokenizer files), as `afrocomet run` writes for DIR/student and DIR/teacher. The folder is opened
-as a `Backend`: one function from texts to logits, plus its labels. PyTorch is the only backend
-for now; an ONNX folder only needs another branch in `open_backend`.
+as a `Backend`: one function from texts to logits, plus its labels. A folder written by
+`afrocomet export` (model.onnx, model.int8.onnx) runs with ONNX Runtime behind the same call.
 
 Input files follow the strict rules of `afrocomet.data.afrisenti` (UTF-8, tab-separated, a header
 with `tweet` or `text`, optional `label` and `ID`); errors name the file and line. Output is the
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, Sequence, TextIO
 
 import numpy as np
+import torch
 from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
@@ -48,12 +49,12 @@ Predictor = Callable[[Sequence[str]], tuple[np.ndarray, int]]  # texts -> (logit
 
 @dataclass
 class Backend:
-    """A loaded classifier behind one call, whatever runs it (PyTorch now, ONNX later)."""
+    """A loaded classifier behind one call, whatever runs it (PyTorch or ONNX Runtime)."""
 
     predict: Predictor
     labels: tuple[str, ...]  # class id -> label name
     max_length: int
-    kind: str
+    kind: str  # pytorch | onnx
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,20 +152,66 @@ def _pytorch_backend(model: PreTrainedModel, tokenizer, labels: tuple[str, ...],
     return Backend(predict=predict, labels=labels, max_length=max_length, kind="pytorch")
 
 
-def open_backend(model_dir: str | Path, *, batch_size: int = 64, max_length: int | None = None,
-                 device: str = "auto", trust_remote_code: bool = False) -> Backend:
-    """Open a model folder for prediction (the one place that picks how a model runs)."""
-    if batch_size < 1:
-        raise AfroCometError(f"batch size must be at least 1, got {batch_size}")
-    model, tokenizer, id2label = load_classifier(model_dir, trust_remote_code=trust_remote_code)
-    limit = default_max_length(model.config)
+def check_max_length(config: PretrainedConfig, max_length: int | None, model_dir: str | Path) -> int:
+    """`max_length`, or the model's limit when None; an error outside 2..limit."""
+    limit = default_max_length(config)
     if max_length is None:
-        max_length = limit
-    elif not 2 <= max_length <= limit:
+        return limit
+    if not 2 <= max_length <= limit:
         raise AfroCometError(f"max length must be between 2 and {limit} (the model's position table), got {max_length}",
                              path=model_dir)
+    return max_length
+
+
+def is_onnx_folder(model_dir: str | Path) -> bool:
+    """True for a folder that `afrocomet export` wrote: model.onnx and no PyTorch weights."""
+    from afrocomet.onnx_model import ONNX_FILE
+
+    folder = Path(model_dir).expanduser()
+    return (folder / ONNX_FILE).is_file() and not any((folder / name).is_file() for name in SAFE_WEIGHTS)
+
+
+def load_onnx(model_dir: str | Path, onnx_file: str | None = None, *, threads: int | None = None,
+              device: str = "cpu") -> tuple[torch.nn.Module, PreTrainedTokenizerBase, dict[int, str]]:
+    """(OnnxClassifier, tokenizer, id2label) from an ONNX folder; `onnx_file` defaults to model.onnx."""
+    from afrocomet.onnx_model import ONNX_FILE, load_onnx_classifier
+
+    folder = Path(model_dir).expanduser()
+    if not folder.is_dir():
+        raise AfroCometError("model folder not found" if not folder.exists() else "not a folder", path=folder)
+    if not (folder / "config.json").is_file():
+        raise AfroCometError("ONNX folder has no config.json (export it with afrocomet export)", path=folder)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise AfroCometError("ONNX folder has no tokenizer files (tokenizer.json)", path=folder)
+    name = onnx_file or ONNX_FILE
+    if Path(name).name != name:
+        raise AfroCometError(f"--onnx-file must be a file name inside the folder, got {name!r}", path=folder)
+    model = load_onnx_classifier(folder, name, threads=threads, device=device)
+    labels = _labels(model.config, folder)
+    tokenizer = load_tokenizer(folder)
+    return model, tokenizer, dict(enumerate(labels))
+
+
+def open_backend(model_dir: str | Path, *, batch_size: int = 64, max_length: int | None = None,
+                 device: str = "auto", trust_remote_code: bool = False, onnx_file: str | None = None) -> Backend:
+    """Open a model folder for prediction (the one place that picks how a model runs).
+
+    An ONNX folder (model.onnx, no model.safetensors), or any `onnx_file` (e.g. model.int8.onnx),
+    runs with ONNX Runtime; otherwise PyTorch runs the safetensors weights.
+    """
+    if batch_size < 1:
+        raise AfroCometError(f"batch size must be at least 1, got {batch_size}")
+    if onnx_file is not None or is_onnx_folder(model_dir):
+        model, tokenizer, id2label = load_onnx(model_dir, onnx_file, device=device)
+        kind, device = "onnx", "cpu"  # the session holds the device; its inputs are built on the host
+    else:
+        model, tokenizer, id2label = load_classifier(model_dir, trust_remote_code=trust_remote_code)
+        kind = "pytorch"
+    max_length = check_max_length(model.config, max_length, model_dir)
     labels = tuple(id2label[i] for i in range(len(id2label)))
-    return _pytorch_backend(model, tokenizer, labels, batch_size=batch_size, max_length=max_length, device=device)
+    backend = _pytorch_backend(model, tokenizer, labels, batch_size=batch_size, max_length=max_length, device=device)
+    backend.kind = kind
+    return backend
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +313,7 @@ def _open_output(target: str | Path) -> Iterator[TextIO]:
 
 def predict_file(model_dir: str | Path, input: str | Path, output: str | Path, *, batch_size: int = 64,
                  max_length: int | None = None, device: str = "auto", chunk_rows: int = CHUNK_ROWS,
-                 trust_remote_code: bool = False) -> dict:
+                 trust_remote_code: bool = False, onnx_file: str | None = None) -> dict:
     """Label every row of `input` and write `ID<TAB>label` rows to `output` (`-`: stdin / stdout).
 
     The file is streamed `chunk_rows` rows at a time. An output file appears only when all rows
@@ -275,7 +322,7 @@ def predict_file(model_dir: str | Path, input: str | Path, output: str | Path, *
     `metrics` (see `compute_metrics`) when the input has a label column, else None.
     """
     backend = open_backend(model_dir, batch_size=batch_size, max_length=max_length, device=device,
-                           trust_remote_code=trust_remote_code)
+                           trust_remote_code=trust_remote_code, onnx_file=onnx_file)
     label_ids = {lab: i for i, lab in enumerate(backend.labels)}
     gold: list[int] = []  # class ids, only when the input has labels
     pred: list[int] = []
@@ -315,14 +362,14 @@ def _test_sets(
 def evaluate_model(model_dir: str | Path, *, languages: str | Iterable[str] = DEFAULT_LANGUAGES,
                    data_dir: str | Path | None = None, split: str = "test", test: str | Path | None = None,
                    batch_size: int = 64, max_length: int | None = None, device: str = "auto",
-                   download: bool = True, trust_remote_code: bool = False) -> dict:
+                   download: bool = True, trust_remote_code: bool = False, onnx_file: str | None = None) -> dict:
     """Metrics of a saved classifier per language (AfriSenti `split`) or on one labelled `test` file.
 
     Returns {"model", "split", "test", "max_length", "languages": {name: metrics + truncated},
     "average": unweighted mean over languages of accuracy / weighted F1 / macro F1}.
     """
     backend = open_backend(model_dir, batch_size=batch_size, max_length=max_length, device=device,
-                           trust_remote_code=trust_remote_code)
+                           trust_remote_code=trust_remote_code, onnx_file=onnx_file)
     sets = _test_sets(backend.labels, languages, data_dir, split, test, download)
     per_language = {}
     for name, examples in sets.items():

@@ -1,0 +1,73 @@
+"""`afrocomet bench` / `afrocomet.bench.run_bench`: presets and folders side by side on real tweets."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import afrocomet.bench as B  # noqa: E402
+from afrocomet.cli import cli, main  # noqa: E402
+
+from helpers import tiny_classifier_dir, tiny_onnx_dir  # noqa: E402,F401  (session fixtures)
+
+RATIO_KEYS = {"latency", "latency_p95", "parameters", "disk_bytes", "memory_bytes", "throughput"}
+COLUMN_KEYS = {"latency", "throughput", "parameters", "disk_bytes", "memory_bytes", "activation_peak_bytes",
+               "model", "backend", "device", "max_length", "tokens"}
+
+
+def test_bench_json_preset_folder_and_onnx(tiny_classifier_dir, tiny_onnx_dir, afrisenti_dir, one_thread):
+    result = CliRunner().invoke(cli, ["bench", "--teacher", "tiny-teacher", "--student", str(tiny_classifier_dir),
+                                      "--onnx", str(tiny_onnx_dir), "--texts", "8", "-l", "hau", "--data-dir",
+                                      str(afrisenti_dir), "--threads", "1", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    cols = out["columns"]
+    assert list(cols) == ["teacher", "student", "onnx-fp32", "onnx-int8"]
+    for col in cols.values():
+        assert COLUMN_KEYS <= set(col)
+        assert col["latency"]["n"] == 8 and col["latency"]["batch_size"] == 1 and col["latency"]["threads"] == 1
+        assert col["throughput"]["batch_size"] == 32 and col["throughput"]["texts_per_s"] > 0
+        assert col["memory_bytes"] > 0 and col["max_length"] == 64
+    assert cols["teacher"]["model"] == "preset tiny-teacher (random weights)"
+    assert cols["onnx-int8"]["backend"] == "onnxruntime int8" and cols["student"]["backend"] == "pytorch fp32"
+    assert cols["onnx-int8"]["disk_bytes"] < cols["onnx-fp32"]["disk_bytes"]
+    # The preset borrows the folder's tokenizer, so every column sees the same tokens.
+    assert out["tokenizer"].startswith("300-piece tokenizer of") and len({c["tokens"]["mean"] for c in cols.values()}) == 1
+    assert out["texts"]["n"] == 8 and "AfriSenti test (hau)" in out["texts"]["source"]
+    assert set(out["ratios"]) == {"student", "onnx-fp32", "onnx-int8"}
+    for name, r in out["ratios"].items():
+        assert set(r) == RATIO_KEYS
+        assert r["parameters"] == pytest.approx(cols["teacher"]["parameters"] / cols[name]["parameters"])
+        assert r["latency"] == pytest.approx(cols["teacher"]["latency"]["p50_ms"] / cols[name]["latency"]["p50_ms"])
+        assert r["throughput"] == pytest.approx(cols[name]["throughput"]["texts_per_s"]
+                                                / cols["teacher"]["throughput"]["texts_per_s"])
+
+
+def test_bench_two_presets_table(afrisenti_dir, monkeypatch, one_thread):
+    monkeypatch.setattr(B, "TOKENIZER_TEXTS", 800)  # the tokenizer is trained here: keep it quick
+    result = CliRunner().invoke(cli, ["bench", "--teacher", "tiny-teacher", "--student", "tiny-student", "--texts", "6",
+                                      "-l", "hau", "--data-dir", str(afrisenti_dir), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "x faster p50" in result.output and "x smaller disk" in result.output
+    assert "unigram tokenizer trained here on 800 AfriSenti train tweets (hau)" in " ".join(result.output.split())
+
+
+def test_bench_bad_input(tiny_classifier_dir, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    cases = {
+        "neither a preset": ["bench", "--teacher", str(tmp_path / "missing"), "--student", "tiny-student"],
+        "not an ONNX folder": ["bench", "--teacher", "tiny-teacher", "--student", "tiny-student", "--onnx",
+                               str(tmp_path / "empty")],
+        "pass it as --onnx": ["bench", "--teacher", "tiny-teacher", "--student", str(tmp_path / "onnx-like")],
+    }
+    (tmp_path / "onnx-like").mkdir()
+    (tmp_path / "onnx-like" / "model.onnx").write_bytes(b"")
+    for expected, argv in cases.items():
+        assert main([*argv, "--data-dir", str(tmp_path / "no-data")]) == 2, expected
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, err
