@@ -114,8 +114,8 @@ def select_token_ids(tokenizer, counts: Mapping[int, int], *, min_count: int = 1
     keep = special_token_ids(tokenizer) | {i for i, n in counts.items() if n >= min_count}
     if keep_characters:
         seen = [p for p in tokenizer.convert_ids_to_tokens(sorted(counts)) if p is not None]
-        vocab = tokenizer.get_vocab()  # piece -> id
-        keep |= {vocab[c] for c in set("".join(seen)) if c in vocab}
+        to_id = tokenizer.backend_tokenizer.token_to_id  # None when the piece does not exist
+        keep |= {i for i in map(to_id, set("".join(seen))) if i is not None}
     return sorted(i for i in keep if 0 <= i < size)
 
 
