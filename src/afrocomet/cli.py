@@ -120,7 +120,8 @@ def train_tokenizer_cmd(out: Path, vocab_size: int, data_dir: Path | None, langu
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
               help="Saved Hugging Face folder (masked LM, classifier or encoder, with its tokenizer).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
-@click.option("--languages", "-l", multiple=True, help="AfriSenti languages whose train text decides (default: the five).")
+@click.option("--languages", "-l", multiple=True,
+              help="AfriSenti languages whose train text decides (default: the five).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="AfriSenti folder; default $AFROCOMET_DATA, then the cache, then download.")
 @click.option("--extra-text", multiple=True, help="More text files (one text a line) whose pieces are kept too.")
