@@ -207,3 +207,15 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, tiny_folder, afrisenti_dir, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and needle in err[0], err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_run_flag_and_paper_default():
+    from afrocomet.cli import _resolve_config, run
+    from afrocomet.pipeline import default_config
+
+    assert default_config(teacher="Davlan/afro-xlmr-large").model.trim_vocab  # the paper's setting
+    assert not default_config().model.trim_vocab and not default_config(quick=True).model.trim_vocab
+    for argv, expected in ((["--quick"], False), (["--quick", "--trim-vocab"], True),
+                           (["--teacher", "some/model", "--no-trim-vocab"], False)):
+        params = run.make_context("run", argv).params
+        assert _resolve_config(params.pop("config_file"), params).model.trim_vocab is expected
