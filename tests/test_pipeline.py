@@ -131,13 +131,15 @@ def test_pretrained_teacher_from_local_folder(afrisenti_dir, tmp_path):
     from afrocomet.data.afrisenti import read_tsv
 
     texts = [ex.text for ex in read_tsv(afrisenti_dir / "swa" / "train.tsv")]
-    tok = train_tokenizer(texts, vocab_size=400)
+    hausa = [ex.text for ex in read_tsv(afrisenti_dir / "hau" / "train.tsv")][:1500]
+    tok = train_tokenizer(texts + hausa, vocab_size=600)  # a run on swa alone trims Hausa's pieces away
     teacher_dir = tmp_path / "my-xlmr"
     build_model("tiny-teacher", "mlm", vocab_size=len(tok), seed=0).save_pretrained(teacher_dir)
     tok.save_pretrained(teacher_dir)
 
     config = default_config(quick=True, teacher=str(teacher_dir))
     assert config.model.student == "comet" and [s.kind for s in config.stages][0] == "teacher-finetune"
+    assert config.model.trim_vocab
     config.model.student = "tiny-student"  # comet's 250k-row embedding is too slow for a unit test
     config.data.languages, config.data.data_dir, config.ablations = ["swa"], str(afrisenti_dir), False
     config.data.max_length = 64
@@ -147,5 +149,13 @@ def test_pretrained_teacher_from_local_folder(afrisenti_dir, tmp_path):
     assert results["efficiency"]["teacher"]["parameters"] > results["efficiency"]["student"]["parameters"]
     from transformers import AutoTokenizer
 
-    saved = AutoTokenizer.from_pretrained(tmp_path / "out" / "student")
-    assert saved("habari yako")["input_ids"] == tok("habari yako")["input_ids"]
+    trim = results["vocab_trim"]
+    assert trim["rows_total"] == len(tok) and trim["rows_kept"] < len(tok)
+    assert trim["teacher"]["parameters_after"] == results["efficiency"]["teacher"]["parameters"]
+    assert trim["student"]["parameters_after"] == results["efficiency"]["student"]["parameters"]
+    for side in ("teacher", "student"):
+        saved = AutoTokenizer.from_pretrained(tmp_path / "out" / side)
+        config_json = json.loads((tmp_path / "out" / side / "config.json").read_text())
+        assert len(saved) == config_json["vocab_size"] == trim["rows_kept"]
+        pieces = saved.convert_ids_to_tokens(saved("habari yako")["input_ids"])
+        assert pieces == tok.convert_ids_to_tokens(tok("habari yako")["input_ids"])

@@ -116,6 +116,30 @@ def train_tokenizer_cmd(out: Path, vocab_size: int, data_dir: Path | None, langu
     click.echo(f"trained a {len(tok):,}-piece unigram tokenizer on {len(texts):,} training texts -> {out}")
 
 
+@cli.command("trim-vocab")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
+              help="Saved Hugging Face folder (masked LM, classifier or encoder, with its tokenizer).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
+@click.option("--languages", "-l", multiple=True,
+              help="AfriSenti languages whose train text decides (default: the five).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="AfriSenti folder; default $AFROCOMET_DATA, then the cache, then download.")
+@click.option("--extra-text", multiple=True, help="More text files (one text a line) whose pieces are kept too.")
+@click.option("--min-count", type=int, default=1, show_default=True, help="Keep pieces seen at least this often.")
+@click.option("--no-download", is_flag=True, help="Never download AfriSenti; fail if it is not found.")
+def trim_vocab_cmd(model_dir: Path, out: Path, languages: tuple[str, ...], data_dir: Path | None,
+                   extra_text: tuple[str, ...], min_count: int, no_download: bool) -> None:
+    """Keep only the vocabulary rows that the languages' training text uses (smaller embedding table)."""
+    from afrocomet.data.schema import DEFAULT_LANGUAGES
+    from afrocomet.models.vocab import afrisenti_texts, check_trim_input, trim_folder
+
+    check_trim_input(model_dir, min_count)  # before the data is read
+    texts = afrisenti_texts(_split_languages(languages) or list(DEFAULT_LANGUAGES), data_dir, extra_text,
+                            download=not no_download)
+    report = trim_folder(model_dir, out, texts, min_count=min_count)
+    click.echo(f"{report.summary()} -> {out}")
+
+
 # ----------------------------------------------------------------------------- config
 
 
@@ -173,6 +197,9 @@ def _run_options(fn):
                      help="Also train student_adaptive with this loss balancing and report which won.  [compare_adaptive]"),
         click.option("--no-ablations", is_flag=True, help="Train only the hybrid student (no kd-only / no-distill).  [ablations]"),
         click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with a Hub model to run.  [model.trust_remote_code]"),
+        click.option("--trim-vocab/--no-trim-vocab", default=None,
+                     help="Keep only the vocabulary rows the training text uses, in teacher and student, before "
+                          "stage 1 (default: on with a Hub/folder teacher).  [model.trim_vocab]"),
         click.option("--overwrite", is_flag=True, help="Replace an output folder that holds another run."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
     ]
@@ -221,6 +248,8 @@ def _resolve_config(config_file: Path | None, opts: dict):
         config.data.extra_text = list(opts["extra_text"])
     if opts["trust_remote_code"]:
         config.model.trust_remote_code = True
+    if opts.get("trim_vocab") is not None:
+        config.model.trim_vocab = opts["trim_vocab"]
     if opts["no_ablations"]:
         config.ablations = False
     if opts["per_language"]:

@@ -49,6 +49,7 @@ class ModelConfig:
     vocab_size: int = 8000  # size of the trained tokenizer (presets only)
     tokenizer_sample: int | None = None  # train the tokenizer on at most this many train texts (None: all)
     trust_remote_code: bool = False
+    trim_vocab: bool = False  # keep only the vocabulary rows the training text uses (teacher and student)
 
 
 @dataclass

@@ -77,6 +77,7 @@ def default_config(quick: bool = False, teacher: str | None = None) -> RunConfig
     if teacher is not None and not is_preset(teacher):
         config.model.teacher = teacher
         config.model.student = "comet"
+        config.model.trim_vocab = True  # AfriSenti text uses a small part of XLM-R's 250,002 pieces
         config.stages = default_stages(quick, pretrained_teacher=True)
     else:
         if quick:
@@ -268,6 +269,7 @@ class Context:
     results: dict[str, dict] = field(default_factory=dict)  # stage name -> StageResult dict
     alpha: float | None = None  # language sampling alpha chosen on dev (None: data.sampling_alpha)
     alpha_search: dict | None = None  # what the choice saw
+    vocab_keep: list[int] | None = None  # old token ids kept by vocabulary trimming, if it ran
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -376,6 +378,33 @@ def prepare_teacher(ctx: Context) -> tuple[nn.Module | None, nn.Module]:
     return mlm, cls
 
 
+def trim_vocabulary(ctx: Context, teacher_mlm: nn.Module | None, teacher_cls: nn.Module) -> dict:
+    """Keep the vocabulary rows the training text (train tweets + extra text) uses, in both teachers
+    with the same ids; the run's data is re-encoded with the trimmed tokenizer, and students are
+    built at (or, from a folder, trimmed to) the new size. Returns the numbers for results.json."""
+    from afrocomet.models.vocab import trim_together
+
+    texts = [t for ds in ctx.data.datasets.values() for t in ds.texts("train")]
+    texts += read_extra_text(ctx.config.data.extra_text)
+    models = {"teacher": teacher_cls, **({"teacher_mlm": teacher_mlm} if teacher_mlm is not None else {})}
+    tokenizer, keep, reports = trim_together(models, ctx.data.tokenizer, texts)
+    ctx.data = prepare_data(ctx.config, ctx.data.datasets, tokenizer)
+    ctx.vocab_keep = keep
+    r = reports["teacher"]
+    log.info("vocabulary trimmed: %s", r.summary())
+    return {"rows_kept": r.rows_kept, "rows_total": r.rows_total, "kept_fraction": r.kept_fraction, "texts": r.texts,
+            "teacher": {"parameters_before": r.parameters_before, "parameters_after": r.parameters_after}}
+
+
+def _student_trim(trim: dict, student: nn.Module) -> dict:
+    """The student's parameters now and with the untrimmed vocabulary (only word-embedding rows differ)."""
+    from afrocomet.models.build import count_parameters
+
+    after = count_parameters(student)
+    removed = (trim["rows_total"] - trim["rows_kept"]) * student.config.hidden_size
+    return {**trim, "student": {"parameters_before": after + removed, "parameters_after": after}}
+
+
 def has_task_head(name_or_path: str, id2label: dict[int, str], trust_remote_code: bool = False) -> bool:
     """True when a saved model is already a sequence classifier over exactly these labels."""
     from transformers import AutoConfig
@@ -400,6 +429,10 @@ def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, overrides: d
         student = build_model(get_preset(m.student), "mlm", vocab_size=vocab, seed=seed)
     else:
         student = load_pretrained(m.student, "mlm", trust_remote_code=m.trust_remote_code)
+        if ctx.vocab_keep is not None:
+            from afrocomet.models.vocab import trim_model
+
+            student = trim_model(student, ctx.vocab_keep)
     for stage in ctx.config.stages:
         if stage.kind not in STUDENT_STAGES:
             continue
@@ -560,6 +593,8 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, so
         data = prepare_data(config, datasets, tokenizer)
         ctx = Context(config, data, device, work, progress)
         teacher_mlm, teacher = prepare_teacher(ctx)
+        trim = trim_vocabulary(ctx, teacher_mlm, teacher) if config.model.trim_vocab else None
+        data = ctx.data
         seeds = [config.seed + i for i in range(config.seeds)]
         contexts = language_contexts(ctx)
         models: dict[str, list[dict[str, nn.Module]]] = {"teacher": [{ALL: teacher}]}
@@ -587,6 +622,8 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, so
                          "per_language": len(students) > 1},
             "config": to_dict(config),
         }
+        if trim is not None:
+            results["vocab_trim"] = _student_trim(trim, student)
         results["wall_seconds"] = round(time.perf_counter() - t0, 1)
         write_predictions(ctx, preds, work)
         atomic_write_json(work / "results.json", results)
