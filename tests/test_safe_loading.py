@@ -139,3 +139,13 @@ def test_run_flag_sets_trust_remote_code():
 
     assert _resolve_config(None, _opts()).model.trust_remote_code is False
     assert _resolve_config(None, _opts(trust_remote_code=True)).model.trust_remote_code is True
+
+
+def test_doctor_flag_sets_trust_remote_code(monkeypatch):
+    import afrocomet.distill.doctor as doctor
+    from afrocomet.cli import main
+
+    seen: list[bool] = []
+    monkeypatch.setattr(doctor, "run_doctor", lambda config, device=None: seen.append(config.model.trust_remote_code) or [])
+    assert main(["doctor", "--quick", "--json"]) == 0 and main(["doctor", "--quick", "--json", "--trust-remote-code"]) == 0
+    assert seen == [False, True]

@@ -470,7 +470,9 @@ def bench(teacher, student, onnx_dir, n_texts, languages, data_dir, device, thre
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--device", default=None, help="auto, cpu, cuda ...")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
-def doctor(config_file: Path | None, quick: bool, data_dir: Path | None, device: str | None, as_json: bool) -> None:
+@click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with a Hub model to run.  [model.trust_remote_code]")
+def doctor(config_file: Path | None, quick: bool, data_dir: Path | None, device: str | None, as_json: bool,
+           trust_remote_code: bool) -> None:
     """Pre-flight: memory estimate per stage and the invariants whose silent breakage ruins KD runs."""
     from afrocomet.config import load_config
     from afrocomet.distill.doctor import run_doctor
@@ -479,6 +481,8 @@ def doctor(config_file: Path | None, quick: bool, data_dir: Path | None, device:
     config = load_config(config_file) if config_file else default_config(quick=quick)
     if data_dir is not None:
         config.data.data_dir = str(data_dir)
+    if trust_remote_code:
+        config.model.trust_remote_code = True
     checks = run_doctor(config, device=device)
     if as_json:
         click.echo(json.dumps([c.to_dict() for c in checks], indent=2))

@@ -480,22 +480,24 @@ def preflight(config: RunConfig, where: str = "config") -> dict:
     and weights, and every distillation stage's layer map and attention matching against the real
     layer counts and hidden sizes. Returns {"teacher": config, "student": config}."""
     from afrocomet.distill.matching import build_matcher
+    from afrocomet.models.attention import validate_layer_map
 
     m = config.model
     shapes = {role: model_shape(name, m.trust_remote_code) for role, name in (("teacher", m.teacher),
                                                                                 ("student", m.student))}
-    for stage in config.stages:
-        if stage.kind not in DISTILL_KINDS:
-            continue
+    s, t = shapes["student"], shapes["teacher"]
+    sizes = (f"(student {m.student}: {s.num_hidden_layers} layers, hidden {s.hidden_size}; "
+             f"teacher {m.teacher}: {t.num_hidden_layers} layers, hidden {t.hidden_size})")
+    for stage in (st for st in config.stages if st.kind in DISTILL_KINDS):
+        field = "layer_map"
         try:
-            build_matcher(stage.matching, shapes["student"], shapes["teacher"], stage.layer_map,
-                          loss=stage.attention_loss, relation_heads=stage.relation_heads)
+            if stage.layer_map is not None:
+                validate_layer_map(stage.layer_map, s.num_hidden_layers, t.num_hidden_layers)
+            field = f"matching '{stage.matching}'"
+            build_matcher(stage.matching, s, t, stage.layer_map, loss=stage.attention_loss,
+                          relation_heads=stage.relation_heads)
         except AfroCometError as exc:
-            field = "layer_map" if "layer map" in str(exc) else f"matching '{stage.matching}'"
-            raise AfroCometError(f"{where}: stage '{stage.name}' {field} (student {m.student}: "
-                                 f"{shapes['student'].num_hidden_layers} layers, hidden {shapes['student'].hidden_size}; "
-                                 f"teacher {m.teacher}: {shapes['teacher'].num_hidden_layers} layers, hidden "
-                                 f"{shapes['teacher'].hidden_size}): {exc}") from None
+            raise AfroCometError(f"{where}: stage '{stage.name}' {field} {sizes}: {exc}") from None
     return shapes
 
 
