@@ -39,12 +39,11 @@ def test_console_script_bad_config_is_one_line_exit_2(tmp_path):
 
 
 def _opts(**over):
-    base = dict(out=None, quick=False, languages=(), teacher=None, student=None, data_dir=None, train_file=None,
-                dev_file=None, test_file=None, extra_text=(), seed=None, seeds=None, device=None, kd_weight=None,
-                attention_weight=None, hard_weight=None, temperature=None, matching=None, attention_loss=None,
-                adaptive=None, layer_map=None, no_ablations=False, trust_remote_code=False, overwrite=False,
-                quiet=True)
-    base.update(over)
+    """Every option of `afrocomet run` at its unset value (as click passes it), then `over`."""
+    from afrocomet.cli import run as run_command
+
+    base = {p.name: (() if p.multiple else p.default) for p in run_command.params if p.name != "config_file"}
+    base.update(quiet=True, **over)
     return base
 
 
