@@ -42,7 +42,12 @@ def _opts(**over):
     """Every option of `afrocomet run` at its unset value (as click passes it), then `over`."""
     from afrocomet.cli import run as run_command
 
-    base = {p.name: (() if p.multiple else p.default) for p in run_command.params if p.name != "config_file"}
+    def unset(p):
+        if p.multiple:
+            return ()
+        return p.default if isinstance(p.default, (bool, type(None))) else (False if p.is_flag else None)
+
+    base = {p.name: unset(p) for p in run_command.params if p.name != "config_file"}
     base.update(quiet=True, **over)
     return base
 
