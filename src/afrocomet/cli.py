@@ -169,6 +169,9 @@ def _run_options(fn):
         click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with a Hub model to run.  [model.trust_remote_code]"),
         click.option("--overwrite", is_flag=True, help="Replace an output folder that holds another run."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Continue an interrupted run (its OUT or OUT.partial folder) from its last checkpoint, "
+                          "with its saved config; finished stages are skipped."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -182,17 +185,20 @@ def _parse_layer_map(text: str) -> list[list[int]]:
         raise AfroCometError(f"--layer-map: expected pairs like 0:5,1:11 (student:teacher), got {text!r}") from exc
 
 
-def _resolve_config(config_file: Path | None, opts: dict):
-    """Config file (or the built-in default), then flags on top; validated."""
+def _resolve_config(config_file: Path | None, opts: dict, base=None):
+    """Config file (or `base`, or the built-in default), then flags on top; validated."""
     from afrocomet.config import load_config, validate
     from afrocomet.pipeline import default_config
 
     quick, teacher = opts["quick"], opts["teacher"]
-    config = load_config(config_file) if config_file else default_config(quick=quick, teacher=teacher)
+    if config_file:
+        config = load_config(config_file)
+    else:
+        config = base if base is not None else default_config(quick=quick, teacher=teacher)
     config.quick = config.quick or quick
     if opts["out"] is not None:
         config.out = str(opts["out"])
-    elif config_file is None:
+    elif config_file is None and base is None:
         config.out = "runs/quick" if quick else "runs/afrocomet"
     langs = _split_languages(opts["languages"])
     if langs:
@@ -227,9 +233,24 @@ def _run(config_file: Path | None, opts: dict) -> None:
 
     logging.basicConfig(level=logging.WARNING if opts["quiet"] else logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
-    config = _resolve_config(config_file, opts)
-    results = run_pipeline(config, overwrite=opts["overwrite"], progress=not opts["quiet"])
+    if opts["resume"] is not None:
+        config = _resume_config(config_file, opts)
+    else:
+        config = _resolve_config(config_file, opts)
+    results = run_pipeline(config, overwrite=opts["overwrite"], progress=not opts["quiet"],
+                           resume=opts["resume"] is not None)
     _print_summary(results, Path(config.out))
+
+
+def _resume_config(config_file: Path | None, opts: dict):
+    """--resume DIR: the saved config; a config file or flags given too must agree with it."""
+    from afrocomet.config import load_config
+    from afrocomet.workdir import resume_target
+
+    out, partial = resume_target(opts["resume"])
+    if opts["out"] is not None and Path(opts["out"]).resolve() != out.resolve():
+        raise AfroCometError(f"--resume {opts['resume']} writes to {out}; --out {opts['out']} conflicts with it")
+    return _resolve_config(config_file, {**opts, "out": out}, base=load_config(partial / "config.yaml"))
 
 
 @cli.command()
@@ -242,11 +263,13 @@ def run(config_file, **opts) -> None:
 
 
 @cli.command()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="YAML config with the list of stages to run (see `afrocomet config`).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML config with the list of stages to run (see `afrocomet config`); required unless --resume.")
 @_run_options
 def distill(config_file, **opts) -> None:
     """Run the stages a config file lists (any order of teacher and student stages), then evaluate."""
+    if config_file is None and opts["resume"] is None:
+        raise click.UsageError("Missing option '--config' (or --resume DIR to continue an interrupted run).")
     _run(config_file, opts)
 
 

@@ -140,6 +140,26 @@ class HybridLoss(nn.Module):
         return losses
 
 
+def _open_log(out: Path | None, offset: int | None):
+    """log.jsonl of a stage: new, or (resuming) cut back to what the checkpoint had written."""
+    if out is None:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "log.jsonl"
+    if offset is None or not path.is_file():
+        return open(path, "w", encoding="utf-8")
+    with open(path, "r+b") as fh:
+        fh.truncate(offset)
+    return open(path, "a", encoding="utf-8")
+
+
+def _log_offset(log_fh) -> int:
+    if log_fh is None:
+        return 0
+    log_fh.flush()
+    return log_fh.tell()
+
+
 def _window_mean(values: list[float], first: bool, k: int = 10) -> float:
     part = values[:k] if first else values[-k:]
     return float(sum(part) / max(len(part), 1))
@@ -158,13 +178,19 @@ def train_stage(
     seed: int = 0,
     alpha: float | None = None,
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    resume_from: str | Path | None = None,
 ) -> StageResult:
     """Train `student` for one stage; returns what happened (steps, time, each term first/last).
 
     `evaluate(model) -> score` (higher is better) runs on dev each epoch (or every `eval_every`
     steps); the best state is restored at the end and training stops after `patience` evaluations
-    without improvement.
+    without improvement. With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every`
+    steps (the newest `cfg.keep_checkpoints` kept); `resume_from` (a checkpoint folder) continues
+    exactly where it was written: same batches, masks, dropout, optimizer and scheduler state.
     """
+    from afrocomet.distill.checkpoint import LoopState, load_checkpoint, save_checkpoint
+
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
@@ -195,20 +221,26 @@ def train_stage(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     eval_every = cfg.eval_every or steps_per_epoch
 
+    loop = LoopState()
+    if resume_from is not None:  # after every module is built: the checkpoint restores all generators
+        loop = load_checkpoint(Path(resume_from), student=student, loss_fn=loss_fn, optimizer=optimizer,
+                               scheduler=scheduler, masker=masker)
     out = Path(out_dir) if out_dir is not None else None
-    log_fh = None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        log_fh = open(out / "log.jsonl", "w", encoding="utf-8")
+    log_fh = _open_log(out, loop.log_offset if resume_from is not None else None)
     result = StageResult(cfg.name, cfg.kind, log=None if out is None else str(out / "log.jsonl"))
-    history: dict[str, list[float]] = {}
-    best_state, best_score, bad_evals = None, -math.inf, 0
-    start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc=cfg.name, disable=not progress, leave=False, dynamic_ncols=True)
-    step, micro, epoch = 0, 0, 0
+    result.best_step = loop.best_step
+    history = loop.history
+    best_state, bad_evals = loop.best_state, loop.bad_evals
+    best_score = -math.inf if loop.best_score is None else loop.best_score
+    start = time.perf_counter() - loop.seconds
+    bar = tqdm(total=total_steps, initial=loop.step, desc=cfg.name, disable=not progress, leave=False,
+               dynamic_ncols=True)
+    step, micro, epoch, skip = loop.step, loop.micro, loop.epoch, loop.batch_index
     try:
         while step < total_steps:
-            for index in epoch_order(train, cfg.batch_size, seed, epoch, alpha=alpha):
+            for batch_index, index in enumerate(epoch_order(train, cfg.batch_size, seed, epoch, alpha=alpha)):
+                if batch_index < skip:
+                    continue  # consumed before the checkpoint this run resumes from
                 batch = collate(train, index, tokenizer.pad_token_id)
                 if masker is not None:
                     batch = masker(batch)
@@ -256,7 +288,14 @@ def train_stage(
                             break
                 if step >= total_steps:
                     break
-            epoch += 1
+                if checkpoint_dir is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                    state = LoopState(step, micro, epoch, batch_index + 1, history,
+                                      None if best_state is None else best_score, result.best_step, bad_evals,
+                                      time.perf_counter() - start, _log_offset(log_fh), best_state)
+                    save_checkpoint(Path(checkpoint_dir), state, student=student, loss_fn=loss_fn,
+                                    optimizer=optimizer, scheduler=scheduler, masker=masker,
+                                    keep=cfg.keep_checkpoints)
+            epoch, skip = epoch + 1, 0
             if result.stopped_early:
                 break
     finally:
