@@ -6,6 +6,7 @@ Every `AfroCometError` becomes one line on stderr (`afrocomet: error: ...`) and 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import click
 
 from afrocomet.errors import AfroCometError
+
+_ARGV: list[str] = []  # this command's arguments, to start it again under `accelerate launch`
 
 
 def _console():
@@ -169,6 +172,9 @@ def _run_options(fn):
         click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with a Hub model to run.  [model.trust_remote_code]"),
         click.option("--overwrite", is_flag=True, help="Replace an output folder that holds another run."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--num-processes", type=click.IntRange(min=1), default=None,
+                     help="Data-parallel processes on this machine, started with `accelerate launch` (one per GPU; "
+                          "on CPU, gloo). For several machines call `accelerate launch` yourself (see README)."),
         click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Continue an interrupted run (its OUT or OUT.partial folder) from its last checkpoint, "
                           "with its saved config; finished stages are skipped."),
@@ -233,13 +239,36 @@ def _run(config_file: Path | None, opts: dict) -> None:
 
     logging.basicConfig(level=logging.WARNING if opts["quiet"] else logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
+    if opts["num_processes"] and opts["num_processes"] > 1 and "WORLD_SIZE" not in os.environ:
+        _launch(opts["num_processes"])
+        return
     if opts["resume"] is not None:
         config = _resume_config(config_file, opts)
     else:
         config = _resolve_config(config_file, opts)
     results = run_pipeline(config, overwrite=opts["overwrite"], progress=not opts["quiet"],
                            resume=opts["resume"] is not None)
-    _print_summary(results, Path(config.out))
+    if results:  # the main process's; the others return nothing
+        _print_summary(results, Path(config.out))
+
+
+def _launch(num_processes: int) -> None:
+    """Run this very command again under `accelerate launch` with `num_processes` processes."""
+    import subprocess
+
+    from afrocomet.distill.parallel import launch_command
+
+    args, skip = [], False
+    for arg in _ARGV:
+        if skip:
+            skip = False
+        elif arg == "--num-processes":
+            skip = True
+        elif not arg.startswith("--num-processes="):
+            args.append(arg)
+    code = subprocess.call(launch_command(num_processes, args))
+    if code:
+        raise AfroCometError(f"accelerate launch with {num_processes} processes failed (exit code {code})")
 
 
 def _resume_config(config_file: Path | None, opts: dict):
@@ -399,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    global _ARGV
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
     try:
         cli.main(args=argv, prog_name="afrocomet", standalone_mode=False)
     except AfroCometError as exc:

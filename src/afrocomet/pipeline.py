@@ -280,10 +280,13 @@ class Context:
         states), a stage with a checkpoint continues from its newest one, any other is trained.
         """
         from afrocomet.distill.checkpoint import is_finished, list_checkpoints, load_finished, save_finished
+        from afrocomet.distill.parallel import processes
         from afrocomet.distill.trainer import stage_task, train_stage
 
         name = f"{stage.name}{tag}"
         record, checkpoints = self.state / "stages" / name, self.state / "checkpoints" / name
+        procs = processes()
+        procs.barrier()  # every process sees the same finished stages and checkpoints
         if is_finished(record):
             self.results[name] = load_finished(record, model)
             log.info("stage %s finished before: loaded %s", name, record.relative_to(self.work))
@@ -307,8 +310,9 @@ class Context:
         if result.log:
             result.log = str(Path(result.log).relative_to(self.work))  # the run folder is renamed at the end
         self.results[name] = result.to_dict()
-        save_finished(record, model, self.results[name])
-        shutil.rmtree(checkpoints, ignore_errors=True)
+        if procs.is_main:
+            save_finished(record, model, self.results[name])
+            shutil.rmtree(checkpoints, ignore_errors=True)
         return model
 
 
@@ -522,11 +526,14 @@ def prepare_tokenizer(config: RunConfig, datasets: dict[str, Dataset], state: Pa
     """The run's tokenizer, saved in the working folder so that a resumed run uses the very same one."""
     from afrocomet.tokenizer import load_tokenizer, save_tokenizer
 
+    from afrocomet.distill.parallel import processes
+
     folder = state / "tokenizer"
     if (folder / "tokenizer.json").is_file():
         return load_tokenizer(folder)
-    tokenizer = make_tokenizer(config, datasets)
-    save_tokenizer(tokenizer, folder)
+    tokenizer = make_tokenizer(config, datasets)  # deterministic: every process trains the same one
+    if processes().is_main:
+        save_tokenizer(tokenizer, folder)
     return tokenizer
 
 
@@ -543,19 +550,23 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, re
     from afrocomet.io import atomic_write_json, atomic_write_text
     from afrocomet.report import model_card, write_report
 
+    from afrocomet.distill.parallel import processes
     from afrocomet.workdir import STATE, partial_dir, run_folder
 
     config = validate(config)
     out = Path(config.out)
-    check_output_dir(out, overwrite)
+    procs = processes()
+    if procs.is_main:
+        check_output_dir(out, overwrite)
     if resume:
         if not (partial_dir(out) / "config.yaml").is_file():
             raise AfroCometError("nothing to resume: no interrupted run here", path=partial_dir(out))
         check_resume_config(config, partial_dir(out))
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
     device = resolve_device(config.device)
-    with run_folder(out, resume=resume, overwrite=overwrite) as work:
-        save_config(config, work / "config.yaml")
+    with run_folder(out, resume=resume, overwrite=overwrite, main=procs.is_main) as work:
+        if procs.is_main:
+            save_config(config, work / "config.yaml")
         datasets = load_datasets(config)
         data = prepare_data(config, datasets, prepare_tokenizer(config, datasets, work / STATE))
         ctx = Context(config, data, device, work, progress)
@@ -565,6 +576,8 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, re
         for system, tag, overrides in VARIANTS if config.ablations else VARIANTS[:1]:
             models[system] = [train_student(ctx, teacher_mlm, teacher, tag + (f"[seed{s}]" if s != seeds[0] else ""),
                                             overrides, s) for s in seeds]
+        if not procs.is_main:  # training is shared; evaluation and the report are the main process's
+            return {}
         languages, preds = evaluate_systems(ctx, models)
         systems = list(next(iter(languages.values())))
         average = {sys_: average_metrics({lang: row[sys_] for lang, row in languages.items()}) for sys_ in systems}

@@ -55,15 +55,25 @@ def has_resumable_state(partial: Path) -> bool:
 
 
 @contextlib.contextmanager
-def run_folder(out: Path, *, resume: bool = False, overwrite: bool = False) -> Iterator[Path]:
-    """Yield `<out>.partial/` to build the run in; on success it becomes `<out>` (see the module rule)."""
+def run_folder(out: Path, *, resume: bool = False, overwrite: bool = False, main: bool = True) -> Iterator[Path]:
+    """Yield `<out>.partial/` to build the run in; on success it becomes `<out>` (see the module rule).
+
+    With several processes only the main one (`main`) creates, keeps, removes or moves the folder.
+    """
+    from afrocomet.distill.parallel import processes
+
     partial = partial_dir(out)
+    if not main:
+        processes().barrier()  # the main process has made the folder
+        yield partial
+        return
     if not resume and partial.exists():
         if not overwrite:
             raise AfroCometError(f"an interrupted run is here: continue it with `afrocomet run --resume {out}` "
                                  "or pass --overwrite to start again", path=partial)
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
+    processes().barrier()
     try:
         yield partial
     except BaseException:
