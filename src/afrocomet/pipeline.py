@@ -564,6 +564,7 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, re
         check_resume_config(config, partial_dir(out))
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
     device = resolve_device(config.device)
+    torch.manual_seed(config.seed)  # new heads of pretrained models: the same in every process and launcher
     with run_folder(out, resume=resume, overwrite=overwrite, main=procs.is_main) as work:
         if procs.is_main:
             save_config(config, work / "config.yaml")

@@ -100,6 +100,19 @@ class Processes:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def sync_rng(self) -> None:
+        """Every process takes the main process's torch generator states (after a stage, before
+        anything random outside training, e.g. a new classifier head, which must match on all)."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        box = [(torch.get_rng_state(), torch.cuda.get_rng_state() if torch.cuda.is_available() else None)]
+        dist.broadcast_object_list(box, src=0)
+        torch.set_rng_state(box[0][0])
+        if box[0][1] is not None:
+            torch.cuda.set_rng_state(box[0][1])
+
     def barrier(self) -> None:
         if self.world > 1:
             import torch.distributed as dist

@@ -330,6 +330,7 @@ def train_stage(
     if best_state is not None:
         student.load_state_dict(best_state)
         result.best_score = best_score
+    procs.sync_rng()  # processes drew dropout for shards of other sizes: continue from one state
     student.eval()
     result.steps = step
     result.epochs = round(step / steps_per_epoch, 3)
