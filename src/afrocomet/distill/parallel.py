@@ -40,8 +40,8 @@ class Processes:
         """
         if self.world == 1:
             return None
-        labels = (batch["mlm_labels"] != -100).sum() if task == "mlm" else torch.tensor(batch["input_ids"].shape[0])
-        local = torch.stack([labels.float(), batch["attention_mask"].sum().float()]).cpu()  # [2]
+        labels = int((batch["mlm_labels"] != -100).sum()) if task == "mlm" else batch["input_ids"].shape[0]
+        local = torch.tensor([float(labels), float(batch["attention_mask"].sum())])  # [2]
         return self.world * local / self.all_sum(local).clamp(min=1)
 
     @staticmethod

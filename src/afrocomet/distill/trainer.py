@@ -257,8 +257,8 @@ def train_stage(
     best_state, bad_evals = loop.best_state, loop.bad_evals
     best_score = -math.inf if loop.best_score is None else loop.best_score
     start = time.perf_counter() - loop.seconds
-    bar = tqdm(total=total_steps, initial=loop.step, desc=cfg.name, disable=not progress, leave=False,
-               dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=loop.step, desc=cfg.name, disable=not (progress and procs.is_main),
+               leave=False, dynamic_ncols=True)
     step, micro, epoch, skip = loop.step, loop.micro, loop.epoch, loop.batch_index
     try:
         while step < total_steps:
