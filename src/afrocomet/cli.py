@@ -6,6 +6,7 @@ Every `AfroCometError` becomes one line on stderr (`afrocomet: error: ...`) and 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import click
 
 from afrocomet.errors import AfroCometError
+
+_ARGV: list[str] = []  # this command's arguments, to start it again under `accelerate launch`
 
 
 def _console():
@@ -202,6 +205,12 @@ def _run_options(fn):
                           "stage 1 (default: on with a Hub/folder teacher).  [model.trim_vocab]"),
         click.option("--overwrite", is_flag=True, help="Replace an output folder that holds another run."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--num-processes", type=click.IntRange(min=1), default=None,
+                     help="Data-parallel processes on this machine, started with `accelerate launch` (one per GPU; "
+                          "on CPU, gloo). For several machines call `accelerate launch` yourself (see README)."),
+        click.option("--resume", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Continue an interrupted run (its OUT or OUT.partial folder) from its last checkpoint, "
+                          "with its saved config; finished stages are skipped."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -222,17 +231,20 @@ def _parse_floats(flag: str, text: str) -> list[float]:
         raise AfroCometError(f"{flag}: expected comma-separated numbers like 0.3,0.5,1.0, got {text!r}") from exc
 
 
-def _resolve_config(config_file: Path | None, opts: dict):
-    """Config file (or the built-in default), then flags on top; validated."""
+def _resolve_config(config_file: Path | None, opts: dict, base=None):
+    """Config file (or `base`, or the built-in default), then flags on top; validated."""
     from afrocomet.config import load_config, validate
     from afrocomet.pipeline import default_config
 
     quick, teacher = opts["quick"], opts["teacher"]
-    config = load_config(config_file) if config_file else default_config(quick=quick, teacher=teacher)
+    if config_file:
+        config = load_config(config_file)
+    else:
+        config = base if base is not None else default_config(quick=quick, teacher=teacher)
     config.quick = config.quick or quick
     if opts["out"] is not None:
         config.out = str(opts["out"])
-    elif config_file is None:
+    elif config_file is None and base is None:
         config.out = "runs/quick" if quick else "runs/afrocomet"
     langs = _split_languages(opts["languages"])
     if langs:
@@ -277,10 +289,47 @@ def _run(config_file: Path | None, opts: dict) -> None:
 
     logging.basicConfig(level=logging.WARNING if opts["quiet"] else logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
-    config = _resolve_config(config_file, opts)
+    if opts["num_processes"] and opts["num_processes"] > 1 and "WORLD_SIZE" not in os.environ:
+        _launch(opts["num_processes"])
+        return
+    if opts["resume"] is not None:
+        config = _resume_config(config_file, opts)
+    else:
+        config = _resolve_config(config_file, opts)
     results = run_pipeline(config, overwrite=opts["overwrite"], progress=not opts["quiet"],
-                           source=str(config_file) if config_file else "config")
-    _print_summary(results, Path(config.out))
+                           resume=opts["resume"] is not None, source=str(config_file) if config_file else "config")
+    if results:  # the main process's; the others return nothing
+        _print_summary(results, Path(config.out))
+
+
+def _launch(num_processes: int) -> None:
+    """Run this very command again under `accelerate launch` with `num_processes` processes."""
+    import subprocess
+
+    from afrocomet.distill.parallel import launch_command
+
+    args, skip = [], False
+    for arg in _ARGV:
+        if skip:
+            skip = False
+        elif arg == "--num-processes":
+            skip = True
+        elif not arg.startswith("--num-processes="):
+            args.append(arg)
+    code = subprocess.call(launch_command(num_processes, args))
+    if code:
+        raise AfroCometError(f"accelerate launch with {num_processes} processes failed (exit code {code})")
+
+
+def _resume_config(config_file: Path | None, opts: dict):
+    """--resume DIR: the saved config; a config file or flags given too must agree with it."""
+    from afrocomet.config import load_config
+    from afrocomet.workdir import resume_target
+
+    out, partial = resume_target(opts["resume"])
+    if opts["out"] is not None and Path(opts["out"]).resolve() != out.resolve():
+        raise AfroCometError(f"--resume {opts['resume']} writes to {out}; --out {opts['out']} conflicts with it")
+    return _resolve_config(config_file, {**opts, "out": out}, base=load_config(partial / "config.yaml"))
 
 
 @cli.command()
@@ -293,11 +342,13 @@ def run(config_file, **opts) -> None:
 
 
 @cli.command()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="YAML config with the list of stages to run (see `afrocomet config`).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML config with the list of stages to run (see `afrocomet config`); required unless --resume.")
 @_run_options
 def distill(config_file, **opts) -> None:
     """Run the stages a config file lists (any order of teacher and student stages), then evaluate."""
+    if config_file is None and opts["resume"] is None:
+        raise click.UsageError("Missing option '--config' (or --resume DIR to continue an interrupted run).")
     _run(config_file, opts)
 
 
@@ -510,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    global _ARGV
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
     try:
         cli.main(args=argv, prog_name="afrocomet", standalone_mode=False)
     except AfroCometError as exc:

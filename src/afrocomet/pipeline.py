@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -283,12 +284,36 @@ class Context:
     def sampling_alpha(self) -> float:
         return self.config.data.sampling_alpha if self.alpha is None else self.alpha
 
+
+    @property
+    def state(self) -> Path:
+        """What resuming needs (finished stages, checkpoints, tokenizer); see afrocomet.workdir."""
+        from afrocomet.workdir import STATE
+
+        return self.work / STATE
+
     def train(self, stage: StageConfig, model: nn.Module, *, teacher: nn.Module | None = None, tag: str = "",
               seed: int | None = None, alpha: float | None = None) -> nn.Module:
-        """Run one stage through the single training loop and record what happened."""
+        """Run one stage through the single training loop and record what happened.
+
+        The one place that decides: a stage finished before is loaded (weights, result, RNG
+        states), a stage with a checkpoint continues from its newest one, any other is trained.
+        """
+        from afrocomet.distill.checkpoint import is_finished, list_checkpoints, load_finished, save_finished
+        from afrocomet.distill.parallel import processes
         from afrocomet.distill.trainer import stage_task, train_stage
 
         name = f"{stage.name}{tag}"
+        record, checkpoints = self.state / "stages" / name, self.state / "checkpoints" / name
+        procs = processes()
+        procs.barrier()  # every process sees the same finished stages and checkpoints
+        if is_finished(record):
+            self.results[name] = load_finished(record, model)
+            log.info("stage %s finished before: loaded %s", name, record.relative_to(self.work))
+            return model.to(self.device).eval()
+        saved = list_checkpoints(checkpoints)
+        if saved:
+            log.info("stage %s resumes from %s", name, saved[-1].relative_to(self.work))
         task = stage_task(stage.kind)
         data = self.data.unlabelled if task == "mlm" else self.data.train
         evaluate = dev_mlm(self.data.dev, self.data.tokenizer, self.device) if task == "mlm" else \
@@ -298,12 +323,16 @@ class Context:
         log.info("stage %s (%s) starts", name, stage.kind)
         result = train_stage(stage, model, data, tokenizer=self.data.tokenizer, teacher=teacher, evaluate=evaluate,
                              out_dir=self.work / "logs" / name, device=self.device,
-                             seed=self.config.seed if seed is None else seed, alpha=alpha, progress=self.progress)
+                             seed=self.config.seed if seed is None else seed, alpha=alpha, progress=self.progress,
+                             checkpoint_dir=checkpoints, resume_from=saved[-1] if saved else None)
         log.info("stage %s done: %d steps in %.1fs, dev %.4f", name, result.steps, time.perf_counter() - t0,
                  result.best_score if result.best_score is not None else float("nan"))
         if result.log:
             result.log = str(Path(result.log).relative_to(self.work))  # the run folder is renamed at the end
         self.results[name] = result.to_dict()
+        if procs.is_main:
+            save_finished(record, model, self.results[name])
+            shutil.rmtree(checkpoints, ignore_errors=True)
         return model
 
 
@@ -564,31 +593,84 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
         raise AfroCometError(f"output folder already holds {what}; pass --overwrite or choose another --out", path=out)
 
 
-def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, source: str = "config") -> dict:
+def check_resume_config(config: RunConfig, partial: Path) -> None:
+    """Refuse to resume with a config other than the saved one (`out` may differ)."""
+    from afrocomet.config import load_config, to_dict
+
+    saved = to_dict(load_config(partial / "config.yaml"))
+    given = to_dict(config)
+    saved.pop("out"), given.pop("out")
+    diff = _first_difference(saved, given)
+    if diff is not None:
+        key, a, b = diff
+        raise AfroCometError(f"--resume: the given config differs from the saved one in {key or 'the config'} "
+                             f"(saved {a!r}, given {b!r}); resume without flags to use the saved config",
+                             path=partial / "config.yaml")
+
+
+def _first_difference(a, b, key: str = ""):
+    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+        return next((d for k in a if (d := _first_difference(a[k], b[k], f"{key}.{k}" if key else k))), None)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := _first_difference(x, y, f"{key}[{i}]"))), None)
+    return None if a == b else (key, a, b)
+
+
+def prepare_tokenizer(config: RunConfig, datasets: dict[str, Dataset], state: Path):
+    """The run's tokenizer, saved in the working folder so that a resumed run uses the very same one."""
+    from afrocomet.tokenizer import load_tokenizer, save_tokenizer
+
+    from afrocomet.distill.parallel import processes
+
+    folder = state / "tokenizer"
+    if (folder / "tokenizer.json").is_file():
+        return load_tokenizer(folder)
+    tokenizer = make_tokenizer(config, datasets)  # deterministic: every process trains the same one
+    if processes().is_main:
+        save_tokenizer(tokenizer, folder)
+    return tokenizer
+
+
+def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, resume: bool = False,
+        source: str = "config") -> dict:
     """The whole method on one config; everything lands in `config.out` at once at the end.
 
     Pre-flight first (models, weights, layer maps, matching; then the tokenizer against the models'
     vocabularies): a bad run fails in seconds, before any training. `source` names the config in
-    error messages (e.g. its file)."""
+    error messages (e.g. its file).
+
+    The run is built in `<out>.partial/` (see `afrocomet.workdir`); with `resume`, an interrupted
+    run there continues: finished stages are loaded, the running one restarts from its checkpoint.
+    """
     from afrocomet import __version__
     from afrocomet.config import save_config, to_dict
     from afrocomet.distill.doctor import check_tokenizer_fits, preflight
     from afrocomet.distill.trainer import resolve_device
     from afrocomet.evaluate import average_metrics, retention
-    from afrocomet.io import atomic_dir, atomic_write_json, atomic_write_text
+    from afrocomet.io import atomic_write_json, atomic_write_text
     from afrocomet.report import model_card, write_report
+
+    from afrocomet.distill.parallel import processes
+    from afrocomet.workdir import STATE, partial_dir, run_folder
 
     config = validate(config)
     out = Path(config.out)
-    check_output_dir(out, overwrite)
+    procs = processes()
+    if procs.is_main:
+        check_output_dir(out, overwrite)
     shapes = preflight(config, where=source)
+    if resume:
+        if not (partial_dir(out) / "config.yaml").is_file():
+            raise AfroCometError("nothing to resume: no interrupted run here", path=partial_dir(out))
+        check_resume_config(config, partial_dir(out))
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
-    torch.manual_seed(config.seed)  # new heads (convert_head, load_pretrained) draw from the global RNG
     device = resolve_device(config.device)
-    with atomic_dir(out) as work:
-        save_config(config, work / "config.yaml")
+    torch.manual_seed(config.seed)  # new heads of pretrained models: the same in every process and launcher
+    with run_folder(out, resume=resume, overwrite=overwrite, main=procs.is_main) as work:
+        if procs.is_main:
+            save_config(config, work / "config.yaml")
         datasets = load_datasets(config)
-        tokenizer = make_tokenizer(config, datasets)
+        tokenizer = prepare_tokenizer(config, datasets, work / STATE)
         check_tokenizer_fits(config, tokenizer, shapes)
         data = prepare_data(config, datasets, tokenizer)
         ctx = Context(config, data, device, work, progress)
@@ -604,6 +686,8 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, so
                                      + (f"[seed{s}]" if s != seeds[0] else ""), overrides, s)
                  for lang, lctx in contexts.items()}
                 for s in seeds]
+        if not procs.is_main:  # training is shared; evaluation and the report are the main process's
+            return {}
         languages, preds = evaluate_systems(ctx, models)
         systems = list(next(iter(languages.values())))
         average = {sys_: average_metrics({lang: row[sys_] for lang, row in languages.items()}) for sys_ in systems}

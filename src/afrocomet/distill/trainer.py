@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,8 +67,8 @@ def model_outputs(model: nn.Module, batch: dict[str, torch.Tensor], task: str) -
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "auto":  # under `accelerate launch`, each process takes the GPU of its local rank
+        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise AfroCometError(f"device '{name}' was asked for but CUDA is not available")
@@ -151,6 +152,45 @@ def preflight_invariants(cfg: StageConfig, student: nn.Module, teacher: nn.Modul
                              + "; ".join(f"{c.name}: {c.detail}" for c in failed))
 
 
+def _micro_step(loss_fn: HybridLoss, student: nn.Module, teacher: nn.Module | None, batch: dict[str, torch.Tensor],
+                temperature: float, procs, device: torch.device, grad_accum: int) -> dict[str, float]:
+    """Forward and backward on this process's rows of one global batch; returns the global loss values
+    (each term, then `total`). On several processes the terms are weighted by this process's share
+    of the rows (afrocomet.distill.parallel), so averaged gradients equal the one-process ones."""
+    share = procs.shares(batch, loss_fn.task)
+    if batch["input_ids"].shape[0]:
+        with autocast_for(device):
+            terms = procs.apply_shares(loss_fn(student, teacher, batch, temperature), share)
+            total = loss_fn.balancer(terms)
+    else:  # fewer rows than processes in this batch: this process adds nothing but the learned weights' terms
+        terms = {name: torch.zeros((), device=device) for name in loss_fn.weights}
+        total = loss_fn.balancer(terms)
+    if total.requires_grad:
+        (total / grad_accum).backward()
+    values = {**{k: float(v.detach()) for k, v in terms.items()}, "total": float(total.detach())}
+    return dict(zip(values, procs.mean_values(list(values.values()))))
+
+
+def _open_log(out: Path | None, offset: int | None):
+    """log.jsonl of a stage: new, or (resuming) cut back to what the checkpoint had written."""
+    if out is None:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "log.jsonl"
+    if offset is None or not path.is_file():
+        return open(path, "w", encoding="utf-8")
+    with open(path, "r+b") as fh:
+        fh.truncate(offset)
+    return open(path, "a", encoding="utf-8")
+
+
+def _log_offset(log_fh) -> int:
+    if log_fh is None:
+        return 0
+    log_fh.flush()
+    return log_fh.tell()
+
+
 def _window_mean(values: list[float], first: bool, k: int = 10) -> float:
     part = values[:k] if first else values[-k:]
     return float(sum(part) / max(len(part), 1))
@@ -169,13 +209,20 @@ def train_stage(
     seed: int = 0,
     alpha: float | None = None,
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    resume_from: str | Path | None = None,
 ) -> StageResult:
     """Train `student` for one stage; returns what happened (steps, time, each term first/last).
 
     `evaluate(model) -> score` (higher is better) runs on dev each epoch (or every `eval_every`
     steps); the best state is restored at the end and training stops after `patience` evaluations
-    without improvement.
+    without improvement. With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every`
+    steps (the newest `cfg.keep_checkpoints` kept); `resume_from` (a checkpoint folder) continues
+    exactly where it was written: same batches, masks, dropout, optimizer and scheduler state.
     """
+    from afrocomet.distill.checkpoint import LoopState, load_checkpoint, save_checkpoint
+    from afrocomet.distill.parallel import processes
+
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
@@ -208,37 +255,43 @@ def train_stage(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     eval_every = cfg.eval_every or steps_per_epoch
 
+    procs = processes()
+    if not procs.is_main:
+        out_dir = None  # logs, checkpoints and the report are the main process's
+    loop = LoopState()
+    if resume_from is not None:  # after every module is built: the checkpoint restores all generators
+        loop = load_checkpoint(Path(resume_from), student=student, loss_fn=loss_fn, optimizer=optimizer,
+                               scheduler=scheduler, masker=masker)
     out = Path(out_dir) if out_dir is not None else None
-    log_fh = None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        log_fh = open(out / "log.jsonl", "w", encoding="utf-8")
+    log_fh = _open_log(out, loop.log_offset if resume_from is not None else None)
     result = StageResult(cfg.name, cfg.kind, log=None if out is None else str(out / "log.jsonl"))
-    history: dict[str, list[float]] = {}
-    best_state, best_score, bad_evals = None, -math.inf, 0
-    start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc=cfg.name, disable=not progress, leave=False, dynamic_ncols=True)
-    step, micro, epoch = 0, 0, 0
+    result.best_step = loop.best_step
+    history = loop.history
+    best_state, bad_evals = loop.best_state, loop.bad_evals
+    best_score = -math.inf if loop.best_score is None else loop.best_score
+    start = time.perf_counter() - loop.seconds
+    bar = tqdm(total=total_steps, initial=loop.step, desc=cfg.name, disable=not (progress and procs.is_main),
+               leave=False, dynamic_ncols=True)
+    step, micro, epoch, skip = loop.step, loop.micro, loop.epoch, loop.batch_index
     try:
         while step < total_steps:
-            for index in epoch_order(train, cfg.batch_size, seed, epoch, alpha=alpha):
+            for batch_index, index in enumerate(epoch_order(train, cfg.batch_size, seed, epoch, alpha=alpha)):
+                if batch_index < skip:
+                    continue  # consumed before the checkpoint this run resumes from
                 batch = collate(train, index, tokenizer.pad_token_id)
                 if masker is not None:
                     batch = masker(batch)
                     if not (batch["mlm_labels"] != -100).any():
                         continue  # nothing masked in this (tiny) batch: no MLM signal
-                batch = {k: v.to(device) for k, v in batch.items()}
+                batch = {k: v.to(device) for k, v in procs.shard(batch).items()}
                 temperature = temperature_at(step, total_steps, cfg.temperature, cfg.final_temperature)
-                with autocast_for(device):
-                    terms = loss_fn(student, teacher, batch, temperature)
-                    total = loss_fn.balancer(terms)
-                (total / cfg.grad_accum).backward()
+                values = _micro_step(loss_fn, student, teacher, batch, temperature, procs, device, cfg.grad_accum)
                 micro += 1
-                for name, value in terms.items():
-                    history.setdefault(name, []).append(float(value.detach()))
-                history.setdefault("total", []).append(float(total.detach()))
+                for name, value in values.items():
+                    history.setdefault(name, []).append(value)
                 if micro % cfg.grad_accum:
                     continue
+                procs.average_gradients([p for m in trainable for p in m.parameters() if p.requires_grad])
                 if cfg.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_([p for m in trainable for p in m.parameters()], cfg.max_grad_norm)
                 optimizer.step()
@@ -254,8 +307,11 @@ def train_stage(
                     bar.set_postfix({k: f"{v[-1]:.3f}" for k, v in history.items()})
                 if evaluate is not None and (step % eval_every == 0 or step == total_steps):
                     # the callback gets its own RNG state: whatever it draws cannot change training
-                    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                        score = float(evaluate(student))
+                    score = None
+                    if procs.is_main:  # the main process evaluates; every process takes its decision
+                        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                            score = float(evaluate(student))
+                    score = procs.broadcast(score)
                     student.train()
                     if log_fh is not None:
                         log_fh.write(json.dumps({"step": step, "dev_score": score}) + "\n")
@@ -269,7 +325,15 @@ def train_stage(
                             break
                 if step >= total_steps:
                     break
-            epoch += 1
+                if checkpoint_dir is not None and procs.is_main and cfg.checkpoint_every and \
+                        step % cfg.checkpoint_every == 0:
+                    state = LoopState(step, micro, epoch, batch_index + 1, history,
+                                      None if best_state is None else best_score, result.best_step, bad_evals,
+                                      time.perf_counter() - start, _log_offset(log_fh), best_state)
+                    save_checkpoint(Path(checkpoint_dir), state, student=student, loss_fn=loss_fn,
+                                    optimizer=optimizer, scheduler=scheduler, masker=masker,
+                                    keep=cfg.keep_checkpoints)
+            epoch, skip = epoch + 1, 0
             if result.stopped_early:
                 break
     finally:
@@ -279,6 +343,7 @@ def train_stage(
     if best_state is not None:
         student.load_state_dict(best_state)
         result.best_score = best_score
+    procs.sync_rng()  # processes drew dropout for shards of other sizes: continue from one state
     student.eval()
     result.steps = step
     result.epochs = round(step / steps_per_epoch, 3)
