@@ -284,7 +284,6 @@ class Context:
     def sampling_alpha(self) -> float:
         return self.config.data.sampling_alpha if self.alpha is None else self.alpha
 
-
     @property
     def state(self) -> Path:
         """What resuming needs (finished stages, checkpoints, tokenizer); see afrocomet.workdir."""
