@@ -72,6 +72,8 @@ class StageConfig:
     attention_loss: str = "kl"  # "kl" or "mse"
     layer_map: list[list[int]] | None = None  # [[student_layer, teacher_layer], ...]; None = uniform
     relation_heads: int | None = None  # relations mode; None = student's head count
+    # distill-task: read the teacher's outputs from a cache instead of running it (where exact)
+    teacher_cache: bool = True
     # masked LM
     mlm_probability: float = 0.15
     # evaluation
