@@ -166,6 +166,12 @@ def _run_options(fn):
                      help="Balance the loss terms as training goes."),
         click.option("--layer-map", default=None, help="Student:teacher layer pairs, e.g. 0:5,1:11,2:17,3:23 (0-based)."),
         click.option("--no-ablations", is_flag=True, help="Train only the hybrid student (no kd-only / no-distill).  [ablations]"),
+        click.option("--student-init", type=click.Choice(["random", "teacher"]), default=None,
+                     help="Student weights: random, or a PCA projection of the teacher's.  [model.student_init]"),
+        click.option("--compare-init", is_flag=True,
+                     help="Also train the hybrid student with the other --student-init.  [compare_init]"),
+        click.option("--no-teacher-cache", is_flag=True,
+                     help="Run the teacher every step of stage 2 instead of reading its cached outputs.  [teacher_cache]"),
         click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with a Hub model to run.  [model.trust_remote_code]"),
         click.option("--overwrite", is_flag=True, help="Replace an output folder that holds another run."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
@@ -210,6 +216,13 @@ def _resolve_config(config_file: Path | None, opts: dict):
         config.model.trust_remote_code = True
     if opts["no_ablations"]:
         config.ablations = False
+    if opts["student_init"] is not None:
+        config.model.student_init = opts["student_init"]
+    if opts["compare_init"]:
+        config.compare_init = True
+    if opts["no_teacher_cache"]:
+        for stage in config.stages:
+            stage.teacher_cache = False
     if opts["layer_map"] is not None:
         opts = {**opts, "layer_map": _parse_layer_map(opts["layer_map"])}
     for stage in config.stages:

@@ -46,6 +46,7 @@ class ModelConfig:
     vocab_size: int = 8000  # size of the trained tokenizer (presets only)
     tokenizer_sample: int | None = None  # train the tokenizer on at most this many train texts (None: all)
     trust_remote_code: bool = False
+    student_init: str = "random"  # "random" or "teacher" (PCA projection of the teacher: models/init.py)
 
 
 @dataclass
@@ -90,6 +91,7 @@ class RunConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     quick: bool = False
     ablations: bool = True  # also train student_kd_only and student_no_distill
+    compare_init: bool = False  # also train a student with the other model.student_init
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stages: list[StageConfig] = field(default_factory=list)
@@ -144,6 +146,8 @@ def validate(config: RunConfig, where: str = "config") -> RunConfig:
     _check_positive(where, "model.vocab_size", config.model.vocab_size)
     _check_positive(where, "model.tokenizer_sample", config.model.tokenizer_sample)
     _check_positive(where, "seeds", config.seeds)
+    if config.model.student_init not in ("random", "teacher"):
+        raise AfroCometError(f"{where}: model.student_init must be 'random' or 'teacher', got '{config.model.student_init}'")
     names = [s.name for s in config.stages]
     if len(set(names)) != len(names):
         raise AfroCometError(f"{where}: stage names must be unique, got {names}")

@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -290,12 +290,31 @@ class Context:
 
 # ----------------------------------------------------------------------------- the run
 
-# student variants: (system name, tag in stage names, weight overrides)
+class Variant(NamedTuple):
+    """A student trained in the run: system name, tag in stage names, overrides of the distillation
+    stages' fields (StageConfig) and of the model fields (ModelConfig)."""
+
+    system: str
+    tag: str
+    stage: dict
+    model: dict = {}
+
+
 VARIANTS = (
-    ("student", "", {}),
-    ("student_kd_only", "[kd_only]", {"attention_weight": 0.0}),
-    ("student_no_distill", "[no_distill]", {"kd_weight": 0.0, "attention_weight": 0.0}),
+    Variant("student", "", {}),
+    Variant("student_kd_only", "[kd_only]", {"attention_weight": 0.0}),
+    Variant("student_no_distill", "[no_distill]", {"kd_weight": 0.0, "attention_weight": 0.0}),
 )
+
+
+def run_variants(config: RunConfig) -> list[Variant]:
+    """The students one run trains: the hybrid one, the ablations, and (compare_init) the hybrid
+    student with the other `model.student_init`."""
+    variants = list(VARIANTS if config.ablations else VARIANTS[:1])
+    if config.compare_init:
+        other = "random" if config.model.student_init == "teacher" else "teacher"
+        variants.append(Variant(f"student_{other}_init", f"[{other}_init]", {}, {"student_init": other}))
+    return variants
 
 
 def _stage(config: RunConfig, kind: str) -> StageConfig | None:
@@ -356,17 +375,22 @@ def has_task_head(name_or_path: str, id2label: dict[int, str]) -> bool:
     return any(a.endswith("ForSequenceClassification") for a in archs) and same
 
 
-def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, overrides: dict, seed: int) -> nn.Module:
+def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, overrides: dict, seed: int,
+                  model_overrides: dict | None = None) -> nn.Module:
     """Stage 1 (task-agnostic, MLM) then stage 2 (task-specific) for one student variant."""
     from afrocomet.models.build import build_model, load_pretrained
     from afrocomet.models.presets import get_preset
 
-    m, vocab, labels = ctx.config.model, len(ctx.data.tokenizer), ctx.id2label
+    m, vocab, labels = replace(ctx.config.model, **(model_overrides or {})), len(ctx.data.tokenizer), ctx.id2label
     torch.manual_seed(seed)
     if is_preset(m.student):
         student = build_model(get_preset(m.student), "mlm", vocab_size=vocab, seed=seed)
+        if m.student_init == "teacher":
+            init_student(ctx, student, teacher_mlm if teacher_mlm is not None else teacher_cls, tag)
     else:
         student = load_pretrained(m.student, "mlm", trust_remote_code=m.trust_remote_code)
+        if m.student_init == "teacher":
+            log.info("student %s is a saved model: its own weights are kept (student_init=teacher skipped)", m.student)
     for stage in ctx.config.stages:
         if stage.kind not in STUDENT_STAGES:
             continue
@@ -380,6 +404,18 @@ def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, overrides: d
     if "MaskedLM" in type(student).__name__:
         student = convert_head(student, "classification", len(labels), labels)
     return student.eval()
+
+
+def init_student(ctx: Context, student: nn.Module, teacher: nn.Module, tag: str) -> None:
+    """student_init=teacher (models/init.py); what was done is recorded with the stage results."""
+    from afrocomet.models.init import init_from_teacher
+
+    t0 = time.perf_counter()
+    report = {"kind": "student-init", "steps": 0, **init_from_teacher(student, teacher)}
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    log.info("student initialised from the teacher (explained variance %.3f) in %.1fs", report["explained_variance"],
+             report["seconds"])
+    ctx.results[f"student-init{tag}"] = report
 
 
 def _uses_teacher(stage: StageConfig) -> bool:
@@ -493,9 +529,9 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True) ->
         teacher_mlm, teacher = prepare_teacher(ctx)
         seeds = [config.seed + i for i in range(config.seeds)]
         models: dict[str, list[nn.Module]] = {"teacher": [teacher]}
-        for system, tag, overrides in VARIANTS if config.ablations else VARIANTS[:1]:
-            models[system] = [train_student(ctx, teacher_mlm, teacher, tag + (f"[seed{s}]" if s != seeds[0] else ""),
-                                            overrides, s) for s in seeds]
+        for v in run_variants(config):
+            models[v.system] = [train_student(ctx, teacher_mlm, teacher, v.tag + (f"[seed{s}]" if s != seeds[0] else ""),
+                                              v.stage, s, v.model) for s in seeds]
         languages, preds = evaluate_systems(ctx, models)
         systems = list(next(iter(languages.values())))
         average = {sys_: average_metrics({lang: row[sys_] for lang, row in languages.items()}) for sys_ in systems}

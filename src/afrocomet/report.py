@@ -33,6 +33,8 @@ SYSTEM_NAMES: dict[str, str] = {
     "student": "student (hybrid KD)",
     "student_kd_only": "student (KD only)",
     "student_no_distill": "student (no distillation)",
+    "student_random_init": "student (random init)",
+    "student_teacher_init": "student (init from teacher)",
     "tfidf_baseline": "TF-IDF + LR",
     "majority": "majority class",
 }
