@@ -43,7 +43,7 @@ def _opts(**over):
                 dev_file=None, test_file=None, extra_text=(), seed=None, seeds=None, device=None, kd_weight=None,
                 attention_weight=None, hard_weight=None, temperature=None, matching=None, attention_loss=None,
                 adaptive=None, layer_map=None, no_ablations=False, trust_remote_code=False, overwrite=False,
-                quiet=True)
+                quiet=True, student_init=None, compare_init=False, no_teacher_cache=False)
     base.update(over)
     return base
 
@@ -59,6 +59,15 @@ def test_flags_map_to_config_fields(tmp_path):
     assert all(s.layer_map == [[0, 1], [1, 3]] for s in distill)
     teacher = [s for s in config.stages if s.kind.startswith("teacher")]
     assert all(s.temperature == 2.0 for s in teacher)  # flags for distillation only touch distillation stages
+
+
+def test_init_and_cache_flags_map_to_config_fields():
+    config = _resolve_config(None, _opts(quick=True))
+    assert config.model.student_init == "random" and not config.compare_init
+    assert all(s.teacher_cache for s in config.stages)
+    config = _resolve_config(None, _opts(quick=True, student_init="teacher", compare_init=True, no_teacher_cache=True))
+    assert config.model.student_init == "teacher" and config.compare_init
+    assert not any(s.teacher_cache for s in config.stages)
 
 
 @pytest.mark.parametrize("flag, value, needle", [("temperature", 0.0, "temperature must be > 0"),
