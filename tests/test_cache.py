@@ -147,9 +147,10 @@ def test_second_stage_reuses_the_cache(tok, cache_root):
     teacher, _ = models(tok)
     calls = count_forwards(teacher)
     for variant in ({}, {"attention_weight": 0.0}):  # hybrid builds, KD-only reuses the same file
-        train_stage(stage(**variant), build_model("tiny-student", "classification", vocab_size=len(tok), seed=2),
-                    data, tokenizer=tok, teacher=teacher, progress=False)
+        result = train_stage(stage(**variant), build_model("tiny-student", "classification", vocab_size=len(tok),
+                                                           seed=2), data, tokenizer=tok, teacher=teacher, progress=False)
         assert calls[0] == 1  # one pass over 64 examples at batch 64, then never again
+        assert result.teacher_cache and result.teacher_cache.startswith(str(cache_root / "teacher-outputs"))
     assert len(list((cache_root / "teacher-outputs").glob("*.safetensors"))) == 1
     assert cache_dir() == cache_root / "teacher-outputs"
 

@@ -41,6 +41,7 @@ class StageResult:
     best_step: int | None = None
     stopped_early: bool = False
     log: str | None = None
+    teacher_cache: str | None = None  # path of the teacher-output cache read instead of the teacher
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -204,6 +205,7 @@ def train_stage(
     if teacher is not None:
         teacher.to(device).eval()
         teacher.requires_grad_(False)
+    start = time.perf_counter()  # the stage's time includes building a teacher cache
     loss_fn = HybridLoss(cfg, student, teacher).to(device)
     if teacher is not None and loss_fn.uses_teacher:
         loss_fn.cache = _teacher_cache(cfg, student, teacher, train, tokenizer, device)
@@ -225,10 +227,10 @@ def train_stage(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         log_fh = open(out / "log.jsonl", "w", encoding="utf-8")
-    result = StageResult(cfg.name, cfg.kind, log=None if out is None else str(out / "log.jsonl"))
+    result = StageResult(cfg.name, cfg.kind, log=None if out is None else str(out / "log.jsonl"),
+                         teacher_cache=None if loss_fn.cache is None else str(loss_fn.cache.path))
     history: dict[str, list[float]] = {}
     best_state, best_score, bad_evals = None, -math.inf, 0
-    start = time.perf_counter()
     bar = tqdm(total=total_steps, desc=cfg.name, disable=not progress, leave=False, dynamic_ncols=True)
     step, micro, epoch = 0, 0, 0
     try:
