@@ -65,6 +65,15 @@ def test_flags_map_to_config_fields(tmp_path):
     assert all(s.temperature == 2.0 for s in teacher)  # flags for distillation only touch distillation stages
 
 
+def test_init_and_cache_flags_map_to_config_fields():
+    config = _resolve_config(None, _opts(quick=True))
+    assert config.model.student_init == "random" and not config.compare_init
+    assert all(s.teacher_cache for s in config.stages)
+    config = _resolve_config(None, _opts(quick=True, student_init="teacher", compare_init=True, no_teacher_cache=True))
+    assert config.model.student_init == "teacher" and config.compare_init
+    assert not any(s.teacher_cache for s in config.stages)
+
+
 @pytest.mark.parametrize("flag, value, needle", [("temperature", 0.0, "temperature must be > 0"),
                                                   ("layer_map", "0-1", "--layer-map")])
 def test_bad_flags(flag, value, needle, capsys):

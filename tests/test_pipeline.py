@@ -143,9 +143,14 @@ def test_pretrained_teacher_from_local_folder(afrisenti_dir, tmp_path):
     config.model.student = "tiny-student"  # comet's 250k-row embedding is too slow for a unit test
     config.data.languages, config.data.data_dir, config.ablations = ["swa"], str(afrisenti_dir), False
     config.data.max_length = 64
+    config.compare_init = True  # and a student initialised from this teacher (same vocabulary)
     config.out = str(tmp_path / "out")
     results = run(config, progress=False)
-    assert set(results["stages"]) == {"teacher-finetune", "stage1", "stage2"}
+    assert set(results["stages"]) == {"teacher-finetune", "stage1", "stage2", "student-init[teacher_init]",
+                                      "stage1[teacher_init]", "stage2[teacher_init]"}
+    assert results["systems"][:3] == ["teacher", "student", "student_teacher_init"]
+    assert 0 < results["stages"]["student-init[teacher_init]"]["explained_variance"] < 1
+    assert "init from teacher" in (tmp_path / "out" / "report.md").read_text()
     assert results["efficiency"]["teacher"]["parameters"] > results["efficiency"]["student"]["parameters"]
     from transformers import AutoTokenizer
 

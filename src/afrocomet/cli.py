@@ -199,6 +199,12 @@ def _run_options(fn):
         click.option("--compare-adaptive", type=click.Choice(["none", "magnitude", "uncertainty"]), default=None,
                      help="Also train student_adaptive with this loss balancing and report which won.  [compare_adaptive]"),
         click.option("--no-ablations", is_flag=True, help="Train only the hybrid student (no kd-only / no-distill).  [ablations]"),
+        click.option("--student-init", type=click.Choice(["random", "teacher"]), default=None,
+                     help="Student weights: random, or a PCA projection of the teacher's.  [model.student_init]"),
+        click.option("--compare-init", is_flag=True,
+                     help="Also train the hybrid student with the other --student-init.  [compare_init]"),
+        click.option("--no-teacher-cache", is_flag=True,
+                     help="Run the teacher every step of stage 2 instead of reading its cached outputs.  [teacher_cache]"),
         click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with a Hub model to run.  [model.trust_remote_code]"),
         click.option("--trim-vocab/--no-trim-vocab", default=None,
                      help="Keep only the vocabulary rows the training text uses, in teacher and student, before "
@@ -272,6 +278,13 @@ def _resolve_config(config_file: Path | None, opts: dict, base=None):
         config.data.alpha_candidates = _parse_floats("--alpha-candidates", opts["alpha_candidates"])
     if opts["compare_adaptive"] is not None:
         config.compare_adaptive = opts["compare_adaptive"]
+    if opts["student_init"] is not None:
+        config.model.student_init = opts["student_init"]
+    if opts["compare_init"]:
+        config.compare_init = True
+    if opts["no_teacher_cache"]:
+        for stage in config.stages:
+            stage.teacher_cache = False
     if opts["layer_map"] is not None:
         opts = {**opts, "layer_map": _parse_layer_map(opts["layer_map"])}
     for stage in config.stages:

@@ -50,6 +50,7 @@ class ModelConfig:
     tokenizer_sample: int | None = None  # train the tokenizer on at most this many train texts (None: all)
     trust_remote_code: bool = False
     trim_vocab: bool = False  # keep only the vocabulary rows the training text uses (teacher and student)
+    student_init: str = "random"  # "random" or "teacher" (PCA projection of the teacher: models/init.py)
 
 
 @dataclass
@@ -76,6 +77,8 @@ class StageConfig:
     attention_loss: str = "kl"  # "kl" or "mse"
     layer_map: list[list[int]] | None = None  # [[student_layer, teacher_layer], ...]; None = uniform
     relation_heads: int | None = None  # relations mode; None = student's head count
+    # distill-task: read the teacher's outputs from a cache instead of running it (where exact)
+    teacher_cache: bool = True
     # masked LM
     mlm_probability: float = 0.15
     # evaluation
@@ -96,6 +99,7 @@ class RunConfig:
     quick: bool = False
     ablations: bool = True  # also train student_kd_only and student_no_distill
     compare_adaptive: str = "none"  # an ADAPTIVE_MODES entry: also train student_adaptive with it
+    compare_init: bool = False  # also train a student with the other model.student_init
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stages: list[StageConfig] = field(default_factory=list)
@@ -160,6 +164,8 @@ def validate(config: RunConfig, where: str = "config") -> RunConfig:
     _check_positive(where, "model.vocab_size", config.model.vocab_size)
     _check_positive(where, "model.tokenizer_sample", config.model.tokenizer_sample)
     _check_positive(where, "seeds", config.seeds)
+    if config.model.student_init not in ("random", "teacher"):
+        raise AfroCometError(f"{where}: model.student_init must be 'random' or 'teacher', got '{config.model.student_init}'")
     names = [s.name for s in config.stages]
     if len(set(names)) != len(names):
         raise AfroCometError(f"{where}: stage names must be unique, got {names}")

@@ -17,7 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -337,21 +337,22 @@ class Context:
 
 # ----------------------------------------------------------------------------- the run
 
-# student variants: (system name, tag in stage names, weight overrides)
+class Variant(NamedTuple):
+    """A student trained in the run: system name, tag in stage names, overrides of the distillation
+    stages' fields (StageConfig) and of the model fields (ModelConfig)."""
+
+    system: str
+    tag: str
+    stage: dict
+    model: dict = {}
+
+
 VARIANTS = (
-    ("student", "", {}),
-    ("student_kd_only", "[kd_only]", {"attention_weight": 0.0}),
-    ("student_no_distill", "[no_distill]", {"kd_weight": 0.0, "attention_weight": 0.0}),
+    Variant("student", "", {}),
+    Variant("student_kd_only", "[kd_only]", {"attention_weight": 0.0}),
+    Variant("student_no_distill", "[no_distill]", {"kd_weight": 0.0, "attention_weight": 0.0}),
 )
 ALL = "*"  # key of the one multilingual model in a {language: model} mapping
-
-
-def student_variants(config: RunConfig) -> list[tuple[str, str, dict]]:
-    """The student systems this run trains: the hybrid student, the ablations, the adaptive variant."""
-    variants = list(VARIANTS if config.ablations else VARIANTS[:1])
-    if config.compare_adaptive != "none":
-        variants.append(("student_adaptive", "[adaptive]", {"adaptive": config.compare_adaptive}))
-    return variants
 
 
 def language_contexts(ctx: "Context") -> dict[str, "Context"]:
@@ -359,6 +360,18 @@ def language_contexts(ctx: "Context") -> dict[str, "Context"]:
     if not ctx.config.data.per_language or len(ctx.data.datasets) == 1:
         return {ALL: ctx}
     return {lang: replace(ctx, data=ctx.data.only(lang)) for lang in ctx.data.datasets}
+
+
+def run_variants(config: RunConfig) -> list[Variant]:
+    """The students one run trains: the hybrid one, the ablations, (compare_adaptive) the hybrid
+    student with adaptive loss weights, and (compare_init) with the other `model.student_init`."""
+    variants = list(VARIANTS if config.ablations else VARIANTS[:1])
+    if config.compare_adaptive != "none":
+        variants.append(Variant("student_adaptive", "[adaptive]", {"adaptive": config.compare_adaptive}))
+    if config.compare_init:
+        other = "random" if config.model.student_init == "teacher" else "teacher"
+        variants.append(Variant(f"student_{other}_init", f"[{other}_init]", {}, {"student_init": other}))
+    return variants
 
 
 def _stage(config: RunConfig, kind: str) -> StageConfig | None:
@@ -446,17 +459,22 @@ def has_task_head(name_or_path: str, id2label: dict[int, str], trust_remote_code
     return any(a.endswith("ForSequenceClassification") for a in archs) and same
 
 
-def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, overrides: dict, seed: int) -> nn.Module:
+def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, overrides: dict, seed: int,
+                  model_overrides: dict | None = None) -> nn.Module:
     """Stage 1 (task-agnostic, MLM) then stage 2 (task-specific) for one student variant."""
     from afrocomet.models.build import build_model, load_pretrained
     from afrocomet.models.presets import get_preset
 
-    m, vocab, labels = ctx.config.model, len(ctx.data.tokenizer), ctx.id2label
+    m, vocab, labels = replace(ctx.config.model, **(model_overrides or {})), len(ctx.data.tokenizer), ctx.id2label
     torch.manual_seed(seed)
     if is_preset(m.student):
         student = build_model(get_preset(m.student), "mlm", vocab_size=vocab, seed=seed)
+        if m.student_init == "teacher":
+            init_student(ctx, student, teacher_mlm if teacher_mlm is not None else teacher_cls, tag)
     else:
         student = load_pretrained(m.student, "mlm", trust_remote_code=m.trust_remote_code)
+        if m.student_init == "teacher":
+            log.info("student %s is a saved model: its own weights are kept (student_init=teacher skipped)", m.student)
         if ctx.vocab_keep is not None:
             from afrocomet.models.vocab import trim_model
 
@@ -477,6 +495,18 @@ def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, overrides: d
     if "MaskedLM" in type(student).__name__:
         student = convert_head(student, "classification", len(labels), labels)
     return student.eval()
+
+
+def init_student(ctx: Context, student: nn.Module, teacher: nn.Module, tag: str) -> None:
+    """student_init=teacher (models/init.py); what was done is recorded with the stage results."""
+    from afrocomet.models.init import init_from_teacher
+
+    t0 = time.perf_counter()
+    report = {"kind": "student-init", "steps": 0, **init_from_teacher(student, teacher)}
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    log.info("student initialised from the teacher (explained variance %.3f) in %.1fs", report["explained_variance"],
+             report["seconds"])
+    ctx.results[f"student-init{tag}"] = report
 
 
 def _searches_alpha(ctx: Context) -> bool:
@@ -679,10 +709,10 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, re
         seeds = [config.seed + i for i in range(config.seeds)]
         contexts = language_contexts(ctx)
         models: dict[str, list[dict[str, nn.Module]]] = {"teacher": [{ALL: teacher}]}
-        for system, tag, overrides in student_variants(config):
-            models[system] = [
-                {lang: train_student(lctx, teacher_mlm, teacher, tag + ("" if lang == ALL else f"[{lang}]")
-                                     + (f"[seed{s}]" if s != seeds[0] else ""), overrides, s)
+        for v in run_variants(config):
+            models[v.system] = [
+                {lang: train_student(lctx, teacher_mlm, teacher, v.tag + ("" if lang == ALL else f"[{lang}]")
+                                     + (f"[seed{s}]" if s != seeds[0] else ""), v.stage, s, v.model)
                  for lang, lctx in contexts.items()}
                 for s in seeds]
         if not procs.is_main:  # training is shared; evaluation and the report are the main process's

@@ -35,7 +35,7 @@ from afrocomet.data.schema import DEFAULT_LANGUAGES, LABELS, Example
 from afrocomet.errors import AfroCometError
 from afrocomet.evaluate import average_metrics, compute_metrics, predict_logits
 from afrocomet.io import atomic_path
-from afrocomet.models.build import check_weights, first_line
+from afrocomet.models.build import SAFE_WEIGHTS, check_weights, first_line
 from afrocomet.tokenizer import load_tokenizer
 
 CHUNK_ROWS = 2048  # rows read, predicted and written at a time: memory does not grow with the file

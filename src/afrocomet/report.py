@@ -34,6 +34,8 @@ SYSTEM_NAMES: dict[str, str] = {
     "student_kd_only": "student (KD only)",
     "student_no_distill": "student (no distillation)",
     "student_adaptive": "student (adaptive weights)",
+    "student_random_init": "student (random init)",
+    "student_teacher_init": "student (init from teacher)",
     "tfidf_baseline": "TF-IDF + LR",
     "majority": "majority class",
 }

@@ -66,29 +66,37 @@ class AttentionMatcher(nn.Module):
     def teacher_layers(self) -> list[int]:
         return sorted({t for _, t in self.layer_map})
 
-    def captures(self, student: nn.Module, teacher: nn.Module) -> tuple[AttentionCapture, AttentionCapture]:
-        """Unattached captures of exactly the layers and information this matcher needs."""
+    def captures(self, student: nn.Module, teacher: nn.Module | None) -> tuple[AttentionCapture, AttentionCapture | None]:
+        """Unattached captures of exactly the layers and information this matcher needs
+        (no teacher capture when `teacher` is None: its maps then come from a cache)."""
         return (
             AttentionCapture(student, self.student_layers, keep=self.keep),
-            AttentionCapture(teacher, self.teacher_layers, keep=self.keep),
+            None if teacher is None else AttentionCapture(teacher, self.teacher_layers, keep=self.keep),
         )
 
     @contextlib.contextmanager
-    def capture(self, student: nn.Module, teacher: nn.Module) -> Iterator[None]:
+    def capture(self, student: nn.Module, teacher: nn.Module | None) -> Iterator[None]:
         """Attach both captures for the block; `loss(mask)` then uses them. Wrap the whole training
-        (or at least forward *and* backward) when the student uses activation checkpointing."""
+        (or at least forward *and* backward) when the student uses activation checkpointing.
+        teacher=None captures the student only; pass the teacher's maps to `loss(mask, teacher=...)`."""
         self._active = self.captures(student, teacher)
         try:
-            with self._active[0], self._active[1]:
+            with self._active[0], self._active[1] or contextlib.nullcontext():
                 yield
         finally:
             self._active = None
 
-    def loss(self, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """forward() on the captures attached by `capture()`."""
+    def loss(self, mask: torch.Tensor | None = None, teacher=None) -> torch.Tensor:
+        """forward() on the captures attached by `capture()`; `teacher` replaces the teacher's
+        capture (an object with the same `pooled()` and `mask`, e.g. `distill.cache.CachedAttention`)."""
         if getattr(self, "_active", None) is None:
             raise AfroCometError("attention matcher: loss() needs `with matcher.capture(student, teacher):`")
-        return self(*self._active, mask)
+        if teacher is not None and self.keep != "pooled":
+            raise AfroCometError(f"{type(self).__name__} needs the teacher's live {self.keep}, not cached maps")
+        teacher = self._active[1] if teacher is None else teacher
+        if teacher is None:
+            raise AfroCometError("attention matcher: no teacher capture and no cached teacher maps")
+        return self(self._active[0], teacher, mask)
 
     @staticmethod
     def _mask(student: AttentionCapture, teacher: AttentionCapture, mask: torch.Tensor | None):

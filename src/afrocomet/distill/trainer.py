@@ -42,6 +42,7 @@ class StageResult:
     best_step: int | None = None
     stopped_early: bool = False
     log: str | None = None
+    teacher_cache: str | None = None  # path of the teacher-output cache read instead of the teacher
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +116,7 @@ class HybridLoss(nn.Module):
         self.balancer = LossBalancer(self.weights, cfg.adaptive)
         self.uses_teacher = "kd" in self.weights or "attention" in self.weights
         self.matcher = None
+        self.cache = None  # a distill.cache.TeacherCache standing in for the teacher (set by train_stage)
         if "attention" in self.weights:
             from afrocomet.distill.matching import build_matcher
 
@@ -123,22 +125,44 @@ class HybridLoss(nn.Module):
 
     def forward(self, student: nn.Module, teacher: nn.Module | None, batch: dict[str, torch.Tensor],
                 temperature: float) -> dict[str, torch.Tensor]:
-        # hooks on the matched layers only, for this forward pass
-        with self.matcher.capture(student, teacher) if self.matcher else contextlib.nullcontext():
+        # hooks on the matched layers only, for this forward pass (the student's only when cached)
+        live = teacher if self.cache is None else None
+        with self.matcher.capture(student, live) if self.matcher else contextlib.nullcontext():
             s_out = model_outputs(student, batch, self.task)
-            t_out = None
-            if self.uses_teacher:
-                with torch.inference_mode():  # frozen, eval mode, never wrapped for gradients
-                    t_out = model_outputs(teacher, batch, self.task)
-                t_out = {k: v.clone() for k, v in t_out.items() if v is not None}  # leave inference mode
+            t_out = self.teacher_outputs(teacher, batch) if self.uses_teacher else {}
             losses: dict[str, torch.Tensor] = {}
             if "hard" in self.weights:
                 losses["hard"] = L.hard_label_loss(s_out["logits"], s_out["labels"])
             if "kd" in self.weights:
                 losses["kd"] = L.kd_loss(s_out["logits"], t_out["logits"], temperature)
             if "attention" in self.weights:
-                losses["attention"] = self.matcher.loss(batch["attention_mask"])
+                losses["attention"] = self.matcher.loss(batch["attention_mask"], teacher=t_out.get("attention"))
         return losses
+
+    def teacher_outputs(self, teacher: nn.Module | None, batch: dict[str, torch.Tensor]) -> dict:
+        """The teacher's `logits` (and, from the cache, its pooled maps under `attention`): read from
+        the cache for the batch's example `index` when there is one, else a live forward pass (whose
+        maps the matcher's teacher capture keeps)."""
+        if self.cache is not None:
+            return self.cache.outputs(batch["index"], batch["attention_mask"])
+        with torch.inference_mode():  # frozen, eval mode, never wrapped for gradients
+            t_out = model_outputs(teacher, batch, self.task)
+        return {k: v.clone() for k, v in t_out.items() if v is not None}  # leave inference mode
+
+
+def _teacher_cache(cfg: StageConfig, student: nn.Module, teacher: nn.Module, train: Encoded, tokenizer,
+                   device: torch.device):
+    """The teacher-output cache for this stage where it is exact (distill/cache.py), else None.
+    Built only when the stage reads at least one epoch of examples; an existing one is always used."""
+    from afrocomet.distill.cache import cached_layers, open_or_build
+
+    layers = cached_layers(cfg, student.config, teacher.config)
+    if layers is None:
+        return None
+    examples = (cfg.max_steps or math.inf) * cfg.batch_size * cfg.grad_accum
+    build = min(examples, cfg.epochs * len(train)) >= len(train)
+    return open_or_build(teacher, train, tokenizer, layers, device=device, build=build,
+                         batch_size=max(64, cfg.batch_size))
 
 
 def preflight_invariants(cfg: StageConfig, student: nn.Module, teacher: nn.Module, train: Encoded, tokenizer) -> None:
@@ -239,9 +263,12 @@ def train_stage(
     if teacher is not None:
         teacher.to(device).eval()
         teacher.requires_grad_(False)
+    start = time.perf_counter()  # the stage's time includes building a teacher cache
     loss_fn = HybridLoss(cfg, student, teacher).to(device)
     if loss_fn.uses_teacher:
         preflight_invariants(cfg, student, teacher, train, tokenizer)
+    if teacher is not None and loss_fn.uses_teacher:
+        loss_fn.cache = _teacher_cache(cfg, student, teacher, train, tokenizer, device)
     masker = MLMMasker(tokenizer, cfg.mlm_probability, seed=seed) if loss_fn.task == "mlm" else None
 
     batches_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -264,12 +291,13 @@ def train_stage(
                                scheduler=scheduler, masker=masker)
     out = Path(out_dir) if out_dir is not None else None
     log_fh = _open_log(out, loop.log_offset if resume_from is not None else None)
-    result = StageResult(cfg.name, cfg.kind, log=None if out is None else str(out / "log.jsonl"))
+    result = StageResult(cfg.name, cfg.kind, log=None if out is None else str(out / "log.jsonl"),
+                         teacher_cache=None if loss_fn.cache is None else str(loss_fn.cache.path))
     result.best_step = loop.best_step
     history = loop.history
     best_state, bad_evals = loop.best_state, loop.bad_evals
     best_score = -math.inf if loop.best_score is None else loop.best_score
-    start = time.perf_counter() - loop.seconds
+    start -= loop.seconds  # a resumed stage counts the time before its checkpoint
     bar = tqdm(total=total_steps, initial=loop.step, desc=cfg.name, disable=not (progress and procs.is_main),
                leave=False, dynamic_ncols=True)
     step, micro, epoch, skip = loop.step, loop.micro, loop.epoch, loop.batch_index
@@ -279,6 +307,8 @@ def train_stage(
                 if batch_index < skip:
                     continue  # consumed before the checkpoint this run resumes from
                 batch = collate(train, index, tokenizer.pad_token_id)
+                if loss_fn.cache is not None:
+                    batch["index"] = torch.tensor(index)  # [b] rows of the teacher cache
                 if masker is not None:
                     batch = masker(batch)
                     if not (batch["mlm_labels"] != -100).any():

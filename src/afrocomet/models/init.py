@@ -1,0 +1,183 @@
+"""Student initialisation from the teacher (`model.student_init: teacher`).
+
+One shared basis W [Ht, Hs]: the top-Hs principal directions of the teacher's word embeddings
+(orthonormal columns, from the eigenvectors of their covariance). A student hidden vector stands
+for the teacher's projected onto it, x_s = Wᵀ x_t (so x_t ≈ W x_s), and every weight is carried
+over in that basis:
+
+- embeddings: word, position and token-type tables E_s = E_t W. The map is linear, so the
+  student's pre-LayerNorm sum (word + position + type) is exactly the projection of the teacher's.
+  A student with fewer positions takes the first rows; extra student positions stay as they are.
+- every LayerNorm: β_s = Wᵀ β_t (a vector rotates exactly) and γ_s = diag(Wᵀ diag(γ_t) W), i.e.
+  γ_s,j = Σ_i W_ij² γ_t,i, the closest per-feature scale in the new basis. Approximate: LayerNorm
+  centres over the features, a direction the basis does not keep.
+- student layer i from teacher layer j of the uniform layer map (`uniform_layer_map`: the last
+  layers meet, as in the attention matching):
+  - attention, when head sizes are equal ("heads"): the student keeps the Hs/d teacher heads that
+    write most into the kept subspace (largest ‖Wᵀ O_t[:, head]‖_F), in their order. Their Q/K/V
+    rows become W_s = W_t[head rows] W (biases copied); the output is O_s = Wᵀ O_t[:, head columns],
+    b_s = Wᵀ b_t. Head sizes differ ("projected"): heads are merged by the basis on both sides,
+    W_s = Wᵀ W_t W (b_s = Wᵀ b_t) for Q/K/V and O, and the student's heads split the result.
+  - feed-forward, when the student's is not wider: the Is teacher neurons with the largest
+    ‖W_in[n] W‖·‖Wᵀ W_out[:, n]‖ (those that read from and write into the subspace most), with
+    W_in,s = W_in,t[kept] W, W_out,s = Wᵀ W_out,t[:, kept], b_out,s = Wᵀ b_out,t. Else random.
+- masked-LM head (both masked LMs): dense Wᵀ D W, its LayerNorm as above, the vocabulary bias
+  copied (the decoder is tied to the word embeddings). Classification heads are left as they are.
+
+Requires the same vocabulary (the teacher's embedding rows must mean the student's tokens) and a
+student no wider than the teacher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from afrocomet.errors import AfroCometError
+from afrocomet.models.attention import encoder_layers, uniform_layer_map
+
+INIT_MODES = ("random", "teacher")
+
+
+@dataclass
+class Basis:
+    components: torch.Tensor  # [Ht, k] orthonormal columns, by decreasing variance
+    variances: torch.Tensor  # [k] the variance along each (eigenvalues of the covariance)
+    total_variance: float  # trace of the covariance (all Ht directions)
+
+    @property
+    def explained(self) -> float:
+        """Share of the embeddings' variance the k directions keep."""
+        return float(self.variances.sum()) / self.total_variance
+
+
+def pca_basis(embeddings: torch.Tensor, k: int, chunk: int = 16384) -> Basis:
+    """Top-k principal directions of the rows of `embeddings` [V, H] (covariance in fp64, by chunks)."""
+    v, h = embeddings.shape
+    if not 0 < k <= h:
+        raise AfroCometError(f"cannot keep {k} principal directions of {h}-wide embeddings")
+    mean = embeddings.double().mean(0)  # [H]
+    cov = torch.zeros(h, h, dtype=torch.float64)
+    for start in range(0, v, chunk):
+        x = embeddings[start:start + chunk].double() - mean  # [c, H]
+        cov += x.T @ x
+    cov /= max(v - 1, 1)
+    values, vectors = torch.linalg.eigh(cov)  # ascending
+    values, vectors = values.flip(0)[:k], vectors.flip(1)[:, :k]  # [k], [H, k]
+    signs = torch.sign(vectors.gather(0, vectors.abs().argmax(0, keepdim=True)))  # largest entry positive
+    vectors = vectors * signs
+    return Basis(vectors.float(), values.clamp_min(0).float(), float(torch.trace(cov)))
+
+
+def _carry_layer_norm(s_ln: nn.LayerNorm, t_ln: nn.LayerNorm, w: torch.Tensor) -> None:
+    s_ln.weight.copy_((w * w).T @ t_ln.weight)  # γ_s,j = Σ_i W_ij² γ_t,i
+    s_ln.bias.copy_(w.T @ t_ln.bias)
+
+
+def _embeddings(student: nn.Module, teacher: nn.Module, w: torch.Tensor) -> None:
+    s_emb, t_emb = student.base_model.embeddings, teacher.base_model.embeddings
+    s_emb.word_embeddings.weight.copy_(t_emb.word_embeddings.weight @ w)  # [V, Hs]
+    s_pos, t_pos = s_emb.position_embeddings.weight, t_emb.position_embeddings.weight
+    n = min(s_pos.shape[0], t_pos.shape[0])
+    s_pos[:n].copy_(t_pos[:n] @ w)
+    s_type, t_type = s_emb.token_type_embeddings.weight, t_emb.token_type_embeddings.weight
+    n = min(s_type.shape[0], t_type.shape[0])
+    s_type[:n].copy_(t_type[:n] @ w)
+    _carry_layer_norm(s_emb.LayerNorm, t_emb.LayerNorm, w)
+
+
+def _attention(s_layer: nn.Module, t_layer: nn.Module, w: torch.Tensor) -> str:
+    """Heads picked ("heads") when head sizes match, else all heads merged by the basis ("projected")."""
+    s_self, t_self = s_layer.attention.self, t_layer.attention.self
+    t_out, s_out = t_layer.attention.output.dense, s_layer.attention.output.dense  # [H, heads*d]
+    d = s_self.attention_head_size
+    if d == t_self.attention_head_size and s_self.num_attention_heads <= t_self.num_attention_heads:
+        written = (w.T @ t_out.weight).view(w.shape[1], -1, d).pow(2).sum((0, 2))  # [Ht heads]
+        heads = sorted(written.topk(s_self.num_attention_heads).indices.tolist())
+        cols = torch.cat([torch.arange(h * d, (h + 1) * d) for h in heads])  # [Hs]
+        rows, mode = lambda m: m[cols], "heads"  # noqa: E731
+    else:  # the output side of Q/K/V and the input side of O in the same basis
+        cols, rows, mode = None, (lambda m: w.T @ m), "projected"  # noqa: E731
+    for kind in ("query", "key", "value"):
+        s_lin, t_lin = getattr(s_self, kind), getattr(t_self, kind)
+        s_lin.weight.copy_(rows(t_lin.weight) @ w)  # [Hs, Hs]
+        s_lin.bias.copy_(rows(t_lin.bias))
+    s_out.weight.copy_(w.T @ (t_out.weight[:, cols] if cols is not None else t_out.weight @ w))  # [Hs, Hs]
+    s_out.bias.copy_(w.T @ t_out.bias)
+    _carry_layer_norm(s_layer.attention.output.LayerNorm, t_layer.attention.output.LayerNorm, w)
+    return mode
+
+
+def _feed_forward(s_layer: nn.Module, t_layer: nn.Module, w: torch.Tensor) -> bool:
+    s_in, t_in = s_layer.intermediate.dense, t_layer.intermediate.dense  # [I, H]
+    s_out, t_out = s_layer.output.dense, t_layer.output.dense  # [H, I]
+    if s_in.out_features > t_in.out_features:
+        return False
+    importance = (t_in.weight @ w).norm(dim=1) * (w.T @ t_out.weight).norm(dim=0)  # [It]
+    kept = sorted(importance.topk(s_in.out_features).indices.tolist())
+    s_in.weight.copy_(t_in.weight[kept] @ w)
+    s_in.bias.copy_(t_in.bias[kept])
+    s_out.weight.copy_(w.T @ t_out.weight[:, kept])
+    s_out.bias.copy_(w.T @ t_out.bias)
+    _carry_layer_norm(s_layer.output.LayerNorm, t_layer.output.LayerNorm, w)
+    return True
+
+
+def _lm_head(student: nn.Module, teacher: nn.Module, w: torch.Tensor) -> bool:
+    s_head, t_head = getattr(student, "lm_head", None), getattr(teacher, "lm_head", None)
+    if s_head is None or t_head is None:
+        return False
+    s_head.dense.weight.copy_(w.T @ t_head.dense.weight @ w)
+    s_head.dense.bias.copy_(w.T @ t_head.dense.bias)
+    _carry_layer_norm(s_head.layer_norm, t_head.layer_norm, w)
+    s_head.bias.copy_(t_head.bias)
+    return True
+
+
+def check_compatible(student_config, teacher_config) -> None:
+    """Raise unless a student of `student_config` can be initialised from this teacher."""
+    if student_config.vocab_size != teacher_config.vocab_size:
+        raise AfroCometError(
+            f"student_init=teacher needs the teacher's vocabulary: student has {student_config.vocab_size:,} "
+            f"tokens, teacher {teacher_config.vocab_size:,} (use the teacher's tokenizer, or student_init=random)")
+    if student_config.hidden_size > teacher_config.hidden_size:
+        raise AfroCometError(
+            f"student_init=teacher needs a student no wider than the teacher (hidden {student_config.hidden_size} "
+            f"> {teacher_config.hidden_size}); use student_init=random")
+
+
+@torch.no_grad()
+def init_from_teacher(student: nn.Module, teacher: nn.Module) -> dict:
+    """Overwrite `student`'s encoder (and masked-LM head) from `teacher` as the module docstring says.
+
+    Returns what was done: {"explained_variance", "layer_map", "attention": [bool per layer],
+    "feed_forward": [bool per layer], "lm_head": bool}.
+    """
+    check_compatible(student.config, teacher.config)
+    t_words = teacher.base_model.embeddings.word_embeddings.weight.detach().float().cpu()  # [V, Ht]
+    basis = pca_basis(t_words, student.config.hidden_size)
+    device = next(student.parameters()).device
+    w = basis.components.to(device)  # [Ht, Hs]
+    s_layers, t_layers = encoder_layers(student), encoder_layers(teacher)
+    layer_map = uniform_layer_map(len(s_layers), len(t_layers))
+    t = _on(teacher, device)
+    _embeddings(student, t, w)
+    report = {"explained_variance": round(basis.explained, 6), "layer_map": layer_map, "attention": [],
+              "feed_forward": []}
+    for i, j in layer_map:
+        report["attention"].append(_attention(s_layers[i], encoder_layers(t)[j], w))
+        report["feed_forward"].append(_feed_forward(s_layers[i], encoder_layers(t)[j], w))
+    report["lm_head"] = _lm_head(student, t, w)
+    return report
+
+
+def _on(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` itself when already fp32 on `device`, else an fp32 copy there (the teacher is not moved)."""
+    p = next(model.parameters())
+    if p.device == device and p.dtype == torch.float32:
+        return model
+    import copy
+
+    return copy.deepcopy(model).to(device, torch.float32)

@@ -1,0 +1,167 @@
+"""Teacher-output cache for stage 2 (distill/cache.py): exactness, invalidation, reuse."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from afrocomet.config import StageConfig
+from afrocomet.data.batching import collate, encode
+from afrocomet.distill.cache import TeacherCache, build_cache, cache_dir, cache_key, cached_layers
+from afrocomet.distill.trainer import HybridLoss, train_stage
+from afrocomet.models.build import build_model
+from helpers import WORDS, tiny_tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(autouse=True)
+def cache_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("AFROCOMET_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+def make_data(tok, n: int = 48, seed: int = 0):
+    rng = random.Random(seed)
+    texts = [" ".join(rng.choices(WORDS, k=rng.randint(1, 12))) for _ in range(n)]
+    return encode(tok, texts, 16, labels=[rng.randrange(3) for _ in range(n)])
+
+
+def models(tok):
+    teacher = build_model("tiny-teacher", "classification", vocab_size=len(tok), seed=1).eval()
+    student = build_model("tiny-student", "classification", vocab_size=len(tok), seed=2)
+    return teacher, student
+
+
+def stage(**overrides) -> StageConfig:
+    values = dict(name="s2", kind="distill-task", epochs=2, batch_size=16, lr=1e-3, warmup_ratio=0.0, log_every=1000,
+                  patience=0)
+    values.update(overrides)
+    return StageConfig(**values)
+
+
+def count_forwards(model) -> list[int]:
+    calls = [0]
+    model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+@pytest.mark.parametrize("attention_loss", ["kl", "mse"])
+def test_cached_losses_equal_live_losses(tok, tmp_path, attention_loss):
+    data = make_data(tok)
+    teacher, student = models(tok)
+    student.eval()  # no dropout: both passes see the same student
+    cfg = stage(attention_loss=attention_loss)
+    layers = cached_layers(cfg, student.config, teacher.config)
+    assert layers == [1]  # tiny: 1 student layer <-> the teacher's last
+    path = build_cache(tmp_path / "c.safetensors", teacher, data, tok.pad_token_id, layers, "k", batch_size=7)
+    loss_fn = HybridLoss(cfg, student, teacher)
+    index = [3, 0, 17, 40, 5]
+    batch = collate(data, index, tok.pad_token_id)
+    live = loss_fn(student, teacher, batch, temperature=2.0)
+    loss_fn.cache = TeacherCache(path)
+    calls = count_forwards(teacher)
+    cached = loss_fn(student, teacher, {**batch, "index": torch.tensor(index)}, temperature=2.0)
+    assert calls[0] == 0 and set(live) == set(cached) == {"hard", "kd", "attention"}
+    for name in live:  # the only difference is fp16 storage of logits and maps
+        assert torch.allclose(live[name], cached[name], rtol=2e-3, atol=1e-5), (name, live[name], cached[name])
+    assert live["hard"] == cached["hard"]
+    cached["kd"].backward()  # gradients reach the student through the cached path
+    assert student.classifier.out_proj.weight.grad.abs().sum() > 0
+
+
+def test_cache_file_is_ragged_fp16(tok, tmp_path):
+    data = make_data(tok, n=10)
+    teacher, _ = models(tok)
+    path = build_cache(tmp_path / "c.safetensors", teacher, data, tok.pad_token_id, [0, 1], "k")
+    cache = TeacherCache(path, "k")
+    lengths = [len(ids) for ids in data.ids]
+    assert cache.lengths == lengths and cache.logits.dtype == torch.float16 and cache.logits.shape == (10, 3)
+    assert cache.offsets[-1] == sum(2 * n * n for n in lengths)  # P=2 layers of [l, l] each, nothing padded
+    mask = collate(data, [2, 4], tok.pad_token_id)["attention_mask"]
+    maps = cache.outputs(torch.tensor([2, 4]), mask)["attention"].pooled()
+    for row, i in enumerate([2, 4]):
+        n = lengths[i]
+        assert torch.allclose(maps[1][row, :n, :n].sum(-1), torch.ones(n), atol=2e-3)  # rows are distributions
+        assert maps[1][row, n:].abs().sum() == 0 and maps[1][row, :, n:].abs().sum() == 0
+    with pytest.raises(Exception, match="key mismatch"):
+        TeacherCache(path, "other")
+
+
+def test_key_changes_with_teacher_data_and_tokenizer(tok):
+    data = make_data(tok)
+    teacher, _ = models(tok)
+    key = cache_key(teacher, data, tok, [1])
+    assert cache_key(teacher, make_data(tok), tok, [1]) == key  # deterministic
+    assert cache_key(teacher, data, tok, [0, 1]) != key
+    assert cache_key(teacher, data, tok, []) != key
+    changed = make_data(tok)
+    changed.ids[7] = changed.ids[7][:-2] + changed.ids[7][-1:]
+    assert cache_key(teacher, changed, tok, [1]) != key
+    other_tok = tiny_tokenizer()
+    other_tok.add_tokens(["kwana"])
+    assert cache_key(teacher, data, other_tok, [1]) != key
+    with torch.no_grad():
+        teacher.base_model.encoder.layer[1].attention.self.query.weight[0, 0] += 1e-3
+    assert cache_key(teacher, data, tok, [1]) != key
+
+
+@pytest.mark.parametrize("attention_weight,tolerance", [(0.0, 1e-3), (1.0, 0.05)])
+def test_training_with_cache_matches_training_without(tok, attention_weight, tolerance):
+    """Same final weights up to what fp16 storage of the teacher's outputs explains.
+
+    Tolerance: |Δ_cached - Δ_live| / |Δ_live| over all weights (Δ = what training changed), 0.1% for
+    KD only; 5% with attention, because the random tiny models' maps are nearly uniform (attention KL
+    ~5e-5) and AdamW normalises those tiny gradients, so their fp16 rounding shows (stored in fp32 the
+    same run differs by 0.03%)."""
+    data = make_data(tok, n=64)
+    teacher, student = models(tok)
+    start = student.state_dict()
+    results, states = {}, {}
+    for use in (False, True):
+        model = build_model("tiny-student", "classification", vocab_size=len(tok), seed=2)
+        results[use] = train_stage(stage(teacher_cache=use, attention_weight=attention_weight), model, data,
+                                   tokenizer=tok, teacher=teacher, progress=False, seed=3)
+        states[use] = model.state_dict()
+    assert results[True].steps == results[False].steps == 8
+
+    def norm(tensors) -> float:
+        return sum(float(t.pow(2).sum()) for t in tensors) ** 0.5
+
+    moved = norm(states[False][k] - start[k] for k in start)
+    diff = norm(states[True][k] - states[False][k] for k in start)
+    assert diff < tolerance * moved, (diff, moved)
+    for term in results[False].terms:
+        assert results[True].terms[term]["last"] == pytest.approx(results[False].terms[term]["last"], rel=0.05)
+
+
+def test_second_stage_reuses_the_cache(tok, cache_root):
+    data = make_data(tok, n=64)
+    teacher, _ = models(tok)
+    calls = count_forwards(teacher)
+    for variant in ({}, {"attention_weight": 0.0}):  # hybrid builds, KD-only reuses the same file
+        result = train_stage(stage(**variant), build_model("tiny-student", "classification", vocab_size=len(tok),
+                                                           seed=2), data, tokenizer=tok, teacher=teacher, progress=False)
+        assert calls[0] == 1  # one pass over 64 examples at batch 64, then never again
+        assert result.teacher_cache and result.teacher_cache.startswith(str(cache_root / "teacher-outputs"))
+    assert len(list((cache_root / "teacher-outputs").glob("*.safetensors"))) == 1
+    assert cache_dir() == cache_root / "teacher-outputs"
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    ({"teacher_cache": False}, 8), ({"matching": "projection"}, 8), ({"epochs": 0.5}, 2)])
+def test_teacher_runs_live_where_the_cache_does_not_apply(tok, cache_root, overrides, expected):
+    data = make_data(tok, n=64)
+    teacher, _ = models(tok)
+    calls = count_forwards(teacher)
+    train_stage(stage(**overrides), build_model("tiny-student", "classification", vocab_size=len(tok), seed=2),
+                data, tokenizer=tok, teacher=teacher, progress=False)
+    assert calls[0] == expected  # one forward per step: no cache was built
+    assert not (cache_root / "teacher-outputs").exists()
