@@ -48,8 +48,17 @@ def stage(**overrides) -> StageConfig:
 
 
 def count_forwards(model) -> list[int]:
+    """Forward passes of `model`, leaving out the pre-flight invariant checks on a few examples."""
+    from afrocomet.distill.trainer import PREFLIGHT_EXAMPLES
+
     calls = [0]
-    model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+
+    def hook(module, args, kwargs, output):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None or ids.shape[0] > PREFLIGHT_EXAMPLES:
+            calls[0] += 1
+
+    model.register_forward_hook(hook, with_kwargs=True)
     return calls
 
 

@@ -28,6 +28,7 @@ from afrocomet.errors import AfroCometError
 
 MLM_KINDS = ("teacher-pretrain", "distill-mlm")
 DISTILL_KINDS = ("distill-mlm", "distill-task")
+PREFLIGHT_EXAMPLES = 4  # the doctor's invariants run on this many training examples before each distillation
 
 
 @dataclass
@@ -169,7 +170,7 @@ def preflight_invariants(cfg: StageConfig, student: nn.Module, teacher: nn.Modul
     """The doctor's KD invariants on a few real examples before the first step (RNG and weights untouched)."""
     from afrocomet.distill.doctor import check_invariants
 
-    batch = collate(train, list(range(min(4, len(train)))), tokenizer.pad_token_id)
+    batch = collate(train, list(range(min(PREFLIGHT_EXAMPLES, len(train)))), tokenizer.pad_token_id)
     failed = [c for c in check_invariants(student, teacher, tokenizer, cfg, batch) if not c.ok]
     if failed:
         raise AfroCometError(f"stage '{cfg.name}': pre-flight invariant check failed: "
