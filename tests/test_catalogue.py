@@ -296,7 +296,7 @@ def test_ctrl_c_mid_run_leaves_the_earlier_run(work, afrisenti_dir):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, cwd=work)
     try:
         deadline = time.monotonic() + 120
-        while not list(work.glob(".out.*.tmp")):  # the run folder's temporary sibling
+        while not (work / "out.partial" / "config.yaml").is_file():  # the run is being built beside `out`
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
@@ -304,6 +304,12 @@ def test_ctrl_c_mid_run_leaves_the_earlier_run(work, afrisenti_dir):
     finally:
         proc.kill()
     assert proc.returncode == 130 and err.decode().strip().splitlines()[-1] == "afrocomet: interrupted", err
+    partial = work / "out.partial"
+    if partial.exists():  # the signal came after a stage had finished: kept, and only to be resumed
+        from afrocomet.workdir import has_resumable_state
+
+        assert has_resumable_state(partial)
+        shutil.rmtree(partial)
     assert tree(work) == before  # earlier run untouched, no temporary folder or file left
 
 
@@ -315,7 +321,7 @@ def test_signal_while_writing_leaves_the_earlier_run(work, capsys, monkeypatch, 
     real = pipeline.load_datasets
 
     def interrupted(config):
-        assert list(work.glob(".out.*.tmp/config.yaml"))  # mid-write: the temporary folder has a file
+        assert (work / "out.partial" / "config.yaml").is_file()  # mid-write: the run's folder has a file
         os.kill(os.getpid(), signum)
         time.sleep(5)  # the handler runs here
         return real(config)

@@ -475,7 +475,7 @@ def _onnx_column(folder: str | Path, onnx_file: str, texts: Sequence[str], max_l
     from afrocomet.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(folder)
-    limit = min(max_length, default_max_length(AutoConfig.from_pretrained(str(folder))))
+    limit = min(max_length, default_max_length(AutoConfig.from_pretrained(str(folder), trust_remote_code=False)))
     column = benchmark_onnx(folder, onnx_file, texts, threads=torch.get_num_threads(), max_length=limit, **kwargs)
     precision = {"model.onnx": "fp32", "model.int8.onnx": "int8"}.get(onnx_file, onnx_file)
     column.update(model=f"folder {folder}/{onnx_file}", backend=f"onnxruntime {precision}",

@@ -107,7 +107,7 @@ def load_onnx_classifier(folder: str | Path, onnx_file: str = ONNX_FILE, *, thre
 
     folder = Path(folder)
     try:
-        config = AutoConfig.from_pretrained(str(folder))
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise AfroCometError(f"cannot read config.json: {first_line(exc)}", path=folder) from exc
     path = folder / onnx_file

@@ -338,12 +338,12 @@ def _task_of(config) -> str:
 
 def check_trim_input(model_dir: str | Path, min_count: int) -> Path:
     """The model folder, if it holds config.json and safetensors weights, and `min_count` >= 1."""
-    from afrocomet.models.build import _check_local_weights
+    from afrocomet.models.build import check_weights
 
     if min_count < 1:
         raise AfroCometError(f"min_count must be >= 1, got {min_count}")
     folder = Path(model_dir).expanduser()
-    _check_local_weights(folder)
+    check_weights(folder)
     return folder
 
 
@@ -360,7 +360,7 @@ def trim_folder(model_dir: str | Path, out_dir: str | Path, texts: Sequence[str]
 
     folder = check_trim_input(model_dir, min_count)
     try:
-        config = AutoConfig.from_pretrained(str(folder))
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise AfroCometError(f"cannot read config.json: {first_line(exc)}", path=folder) from exc
     task = _task_of(config)
