@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import time
@@ -11,32 +10,23 @@ from pathlib import Path
 import torch
 
 
+# glibc: keep freed memory in the heap, so that peak and step-time numbers are not dominated by mmap/munmap
+ALLOCATOR = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
+
+
+def with_allocator_env() -> None:
+    """Run this script again with ALLOCATOR set (glibc reads it only at start-up)."""
+    import sys
+
+    if os.environ.get("MALLOC_MMAP_MAX_") is None:
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **ALLOCATOR})
+
+
 def random_model(preset: str, task: str = "mlm", *, vocab_size: int | None = None, seed: int = 0):
-    """A preset model with random weights, made quickly.
+    """A preset model with random weights, made quickly (afrocomet.bench.random_weights_model)."""
+    from afrocomet.bench import random_weights_model
 
-    HF's initialisation of the 560M-parameter teacher takes ~15 s on 2 cores; here each matrix is a
-    random N(0, 0.02) block of up to 256 rows tiled over its rows (same shapes, memory and cost).
-    """
-    from transformers.initialization import no_init_weights
-
-    from afrocomet.models.build import TASKS
-    from afrocomet.models.presets import get_preset
-
-    config = get_preset(preset).to_config(vocab_size=vocab_size)
-    with no_init_weights():
-        model = TASKS[task].from_config(config, attn_implementation="sdpa")
-    model.tie_weights()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() >= 2:
-                block = torch.randn(min(p.shape[0], 256), *p.shape[1:], generator=g) * 0.02
-                p.copy_(block.repeat(math.ceil(p.shape[0] / block.shape[0]), *[1] * (p.dim() - 1))[: p.shape[0]])
-            elif name.endswith("LayerNorm.weight"):
-                p.fill_(1.0)
-            else:
-                p.zero_()
-    return model
+    return random_weights_model(preset, task, vocab_size=vocab_size, seed=seed)
 
 
 def mlm_batch(batch_size: int, seq_len: int, vocab_size: int, *, p: float = 0.15, seed: int = 0,

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, mlm_batch, now, random_model, table, write_json  # noqa: E402
+from common import ALLOCATOR, with_allocator_env, machine, mlm_batch, now, random_model, table, write_json  # noqa: E402
 
 from afrocomet.config import StageConfig  # noqa: E402
 from afrocomet.distill.trainer import HybridLoss, autocast_for, model_outputs  # noqa: E402
@@ -75,12 +75,10 @@ def teacher_forward(teacher, batch, device):
     return step
 
 
-ALLOCATOR = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
 
 
 def main() -> None:
-    if os.environ.get("MALLOC_MMAP_MAX_") is None:  # glibc reads these at start-up: run again with them
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **ALLOCATOR})
+    with_allocator_env()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="demo presets, batch 16")
     parser.add_argument("--json", dest="json_path", default=None, help="write the results here")

@@ -25,9 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, now, random_model, table, write_json  # noqa: E402
+from common import ALLOCATOR, with_allocator_env, machine, now, random_model, table, write_json  # noqa: E402
 
-ALLOCATOR = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}  # as in step_cost.py
 DATA = Path(__file__).resolve().parents[2] / "shared/data/afrisenti"
 
 
@@ -63,8 +62,7 @@ def train(cfg, student_init, teacher, data, tok, device, out: Path):
 
 
 def main() -> None:
-    if os.environ.get("MALLOC_MMAP_MAX_") is None:  # glibc reads these at start-up: run again with them
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **ALLOCATOR})
+    with_allocator_env()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="demo presets, 160 tweets, 2 epochs, batch 16")
     parser.add_argument("--json", dest="json_path", default=None, help="write the results here")

@@ -25,26 +25,12 @@ from afrocomet.errors import AfroCometError
 from afrocomet.evaluate import compute_metrics, predict_labels, predict_logits
 from afrocomet.models.build import build_model
 from afrocomet.tokenizer import train_tokenizer
+from helpers import train_briefly
 
 OFFLINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
 # ----------------------------------------------------------------------------- fixtures
-
-
-def _train_briefly(model, tokenizer, texts: list[str], labels: list[int], steps: int = 150) -> None:
-    """A few AdamW steps so that the model predicts more than one class."""
-    gen = torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(len(texts), (32,), generator=gen).tolist()
-        enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=64, padding=True, return_tensors="pt")
-        loss = model(**enc, labels=torch.tensor([labels[i] for i in idx])).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -68,7 +54,7 @@ def model_dir(tmp_path_factory, hau) -> Path:
     texts = [ex.text for ex in train]
     tokenizer = train_tokenizer(texts, vocab_size=300)
     model = build_model("tiny-student", vocab_size=len(tokenizer), seed=0)  # 1 layer, hidden 32, 66 positions
-    _train_briefly(model, tokenizer, texts, [LABELS.index(ex.label) for ex in train])
+    train_briefly(model, tokenizer, texts, [LABELS.index(ex.label) for ex in train], steps=150)
     out = tmp_path_factory.mktemp("model") / "student"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

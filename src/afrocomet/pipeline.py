@@ -62,12 +62,12 @@ def default_stages(quick: bool = False, pretrained_teacher: bool = False) -> lis
     return [
         StageConfig(name="teacher-pretrain", kind="teacher-pretrain", max_steps=300, batch_size=64, lr=5e-4,
                     warmup_ratio=0.1, patience=0, eval_every=150),
-        StageConfig(name="teacher-finetune", kind="teacher-finetune", epochs=2.5, batch_size=32, lr=3e-4,
-                    patience=3, eval_every=300),
+        StageConfig(name="teacher-finetune", kind="teacher-finetune", epochs=2.5, max_steps=1200, batch_size=32,
+                    lr=3e-4, patience=3, eval_every=300),
         StageConfig(name="stage1", kind="distill-mlm", max_steps=150, batch_size=64, lr=1e-3, temperature=2.0,
                     patience=0, eval_every=150),
-        StageConfig(name="stage2", kind="distill-task", epochs=2, batch_size=32, lr=1e-3, temperature=2.0,
-                    patience=3, eval_every=300),
+        StageConfig(name="stage2", kind="distill-task", epochs=1.5, batch_size=32, lr=1e-3, temperature=2.0,
+                    patience=3, eval_every=600),
     ]
 
 
