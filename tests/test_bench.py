@@ -125,3 +125,27 @@ def test_cuda_peak_memory_and_latency(setup):
     assert peak_memory(lambda: torch.ones(1024 * 1024, device="cuda").sum().item(), "cuda") >= 4 * 2**20
     lat = latency(model, tokenizer, texts, warmup=2, repeats=5, device="cuda")
     assert lat["p50_ms"] > 0
+
+
+def test_compiled_predictor_matches_eager(setup, one_thread):
+    """torch.compile (dynamic shapes) gives the eager model's logits for several lengths and batch sizes."""
+    tokenizer, texts = setup
+    model = tiny_model(len(tokenizer))
+    eager = torch_predictor(model, tokenizer, max_length=32)
+    fast = torch_predictor(model, tokenizer, max_length=32, compile=True)
+    for batch in (texts[:1], texts[1:2], texts[:5]):
+        np.testing.assert_allclose(fast(batch), eager(batch), atol=1e-5, rtol=1e-4)
+
+
+def test_compile_failure_is_one_clear_error(setup, monkeypatch):
+    tokenizer, texts = setup
+
+    def broken(model, **kwargs):
+        def call(**inputs):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore detail")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    predict = torch_predictor(tiny_model(len(tokenizer)), tokenizer, compile=True)
+    with pytest.raises(AfroCometError, match=r"torch.compile failed .*No working C\+\+ compiler found\); .*without --compile"):
+        predict(texts[:1])

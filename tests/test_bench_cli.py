@@ -57,6 +57,24 @@ def test_bench_two_presets_table(afrisenti_dir, monkeypatch, one_thread):
     assert "unigram tokenizer trained here on 800 AfriSenti train tweets (hau)" in " ".join(result.output.split())
 
 
+def test_bench_compile_columns(afrisenti_dir, monkeypatch, one_thread):
+    """--compile adds the two models again through torch.compile, and compares those two with each other
+    (compilation itself is tested in test_bench.py; here it is replaced by the eager model, to stay quick)."""
+    monkeypatch.setattr(B, "TOKENIZER_TEXTS", 800)
+    monkeypatch.setattr(B, "compiled", lambda model: model)
+    result = CliRunner().invoke(cli, ["bench", "--teacher", "tiny-teacher", "--student", "tiny-student", "--texts", "4",
+                                      "-l", "hau", "--data-dir", str(afrisenti_dir), "--threads", "1", "--compile",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    cols = out["columns"]
+    assert list(cols) == ["teacher", "student", "teacher-compiled", "student-compiled"]
+    assert cols["student-compiled"]["backend"] == "pytorch fp32 compiled" and cols["student"]["backend"] == "pytorch fp32"
+    r = out["ratios_compiled"]
+    assert r["latency"] == pytest.approx(cols["teacher-compiled"]["latency"]["p50_ms"]
+                                         / cols["student-compiled"]["latency"]["p50_ms"])
+
+
 def test_bench_bad_input(tiny_classifier_dir, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     cases = {

@@ -55,3 +55,34 @@ def test_bad_alpha_candidates_flag(tmp_path, capsys):
     assert code == 2
     assert "--alpha-candidates" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_fixed_sampling_alpha_turns_the_search_off(tmp_path, afrisenti_dir, one_thread):
+    out, results = _run(tmp_path, afrisenti_dir, "--sampling-alpha", "0.7")
+    assert results["sampling"] == {"alpha": 0.7, "search": None, "per_language": False}
+    assert not any(name.startswith("alpha-search") for name in results["stages"])
+    assert results["config"]["data"]["alpha_candidates"] == []
+
+
+def test_alpha_probes_read_the_cache_the_stage_builds(tmp_path, afrisenti_dir, one_thread, monkeypatch):
+    """The default search (0.3, 0.5, 1.0): when stage 2 reads a whole epoch, the first probe builds the
+    teacher-output cache (a probe alone reads less than an epoch and would run the teacher live)."""
+    import yaml
+
+    from afrocomet.config import from_dict, to_dict
+    from afrocomet.pipeline import default_config
+
+    monkeypatch.setenv("AFROCOMET_CACHE", str(tmp_path / "cache"))
+    config = to_dict(default_config(quick=True))
+    stage2 = next(s for s in config["stages"] if s["name"] == "stage2")
+    stage2.update(max_steps=None, epochs=1.0)  # swa + kin: 160 steps, one epoch
+    config["data"].update(alpha_search_steps=20)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    from_dict(yaml.safe_load(path.read_text()))  # the file is a valid config
+    out, results = _run(tmp_path, afrisenti_dir, "--config", str(path))
+    assert results["config"]["data"]["alpha_candidates"] == [0.3, 0.5, 1.0]
+    caches = {results["stages"][f"alpha-search[{a}]"]["teacher_cache"] for a in ("0.3", "0.5", "1")}
+    assert caches == {results["stages"]["stage2"]["teacher_cache"]} and None not in caches
+    assert all(results["stages"][f"alpha-search[{a}]"]["steps"] == 20 for a in ("0.3", "0.5", "1"))
+    assert results["sampling"]["search"]["chosen"] == results["sampling"]["alpha"]

@@ -25,19 +25,45 @@ from afrocomet.evaluate import encode_batch
 Predictor = Callable[[list[str]], Any]
 
 
-def torch_predictor(model: torch.nn.Module, tokenizer, max_length: int = 128, device: str | torch.device = "cpu") -> Predictor:
+def torch_predictor(model: torch.nn.Module, tokenizer, max_length: int = 128, device: str | torch.device = "cpu",
+                    compile: bool = False) -> Predictor:
     """A predictor running `model` (moved to `device`, put in eval mode) under inference mode.
 
     Returning logits on the CPU as numpy waits for the device, so a CUDA call is fully timed.
+    With `compile`, the model runs through `torch.compile` (still fp32): the first call of each new
+    batch size compiles (tens of seconds; on the CPU it needs a C++ compiler), later calls reuse it.
     """
     model.to(device).eval()
+    forward = compiled(model) if compile else model
 
     def predict(texts: list[str]) -> np.ndarray:
         with torch.inference_mode():
             batch = encode_batch(tokenizer, texts, max_length, device)
-            return model(**batch).logits.float().cpu().numpy()  # [B, num_labels]
+            return forward(**batch).logits.float().cpu().numpy()  # [B, num_labels]
 
     return predict
+
+
+def compiled(model: torch.nn.Module) -> Callable[..., Any]:
+    """`torch.compile(model, dynamic=True)` (one graph for every sequence length); a failure to
+    compile (no C++ compiler, an unsupported model) becomes one clear AfroCometError."""
+    fn = torch.compile(model, dynamic=True)
+    done = False
+
+    def call(**inputs):
+        nonlocal done
+        if done:
+            return fn(**inputs)
+        try:
+            out = fn(**inputs)
+        except Exception as exc:  # dynamo/inductor raise many types; the first call is where they surface
+            raise AfroCometError(f"torch.compile failed for {type(model).__name__} ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''}); on the CPU it needs a C++ "
+                                 "compiler (g++); run without --compile") from exc
+        done = True
+        return out
+
+    return call
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,9 +288,10 @@ def benchmark(predict: Predictor, texts: Sequence[str], *, latency_batch_size: i
 
 
 def benchmark_model(model: torch.nn.Module, tokenizer, texts: Sequence[str], *, max_length: int = 128,
-                    device: str = "cpu", **kwargs) -> dict[str, Any]:
+                    device: str = "cpu", compile: bool = False, **kwargs) -> dict[str, Any]:
     """`benchmark` of a PyTorch model plus its size; memory = weights + activation peak."""
-    result = benchmark(torch_predictor(model, tokenizer, max_length, device), texts, device=device, **kwargs)
+    predict = torch_predictor(model, tokenizer, max_length, device, compile=compile)
+    result = benchmark(predict, texts, device=device, **kwargs)
     result.update(model_size(model))
     result["weights_bytes"] = weights_bytes(model)
     result["memory_bytes"] = result["weights_bytes"] + result["activation_peak_bytes"]
@@ -455,12 +482,12 @@ def onnx_columns(folder: str | Path) -> list[tuple[str, str]]:
 
 
 def _torch_column(spec: str, seed: int, shared: Any, texts: Sequence[str], device: torch.device, max_length: int,
-                  **kwargs) -> dict[str, Any]:
+                  compile: bool = False, **kwargs) -> dict[str, Any]:
     model, tokenizer, description = _open_torch(spec, shared, seed)
     limit = _limit(model, max_length)
-    column = benchmark_model(model, tokenizer, texts, max_length=limit, device=str(device), **kwargs)
-    column.update(model=description, backend="pytorch fp32", device=str(device), max_length=limit,
-                  tokens=_tokens(tokenizer, texts, limit))
+    column = benchmark_model(model, tokenizer, texts, max_length=limit, device=str(device), compile=compile, **kwargs)
+    column.update(model=description, backend="pytorch fp32" + (" compiled" if compile else ""), device=str(device),
+                  max_length=limit, tokens=_tokens(tokenizer, texts, limit))
     del model
     _release_free_memory()
     if device.type == "cuda":
@@ -487,12 +514,14 @@ def _onnx_column(folder: str | Path, onnx_file: str, texts: Sequence[str], max_l
 def run_bench(teacher: str, student: str, onnx: str | Path | None = None, *, languages=None,
               data_dir: str | Path | None = None, n_texts: int = 200, device: str = "auto",
               threads: int | None = None, max_length: int = 128, warmup: int = 5,
-              throughput_batch_size: int = 32, download: bool = True) -> dict[str, Any]:
+              throughput_batch_size: int = 32, download: bool = True, compile: bool = False) -> dict[str, Any]:
     """Teacher, student (presets with random weights, or saved folders) and an exported ONNX folder,
     measured one after the other in this process on the same real AfriSenti test tweets.
 
     Columns: size, latency p50/p95 at batch 1, throughput at `throughput_batch_size`, peak memory;
     `ratios[column]` = how many times smaller/faster than the teacher. ONNX columns run on the CPU.
+    With `compile`, two more columns run the same two models through `torch.compile`
+    (`teacher-compiled`, `student-compiled`); `ratios_compiled` compares those two with each other.
     """
     from afrocomet.data.afrisenti import load_afrisenti
     from afrocomet.data.schema import DEFAULT_LANGUAGES
@@ -520,6 +549,9 @@ def run_bench(teacher: str, student: str, onnx: str | Path | None = None, *, lan
     try:
         columns = {"teacher": _torch_column(teacher, 0, shared, texts, dev, max_length, **kwargs),
                    "student": _torch_column(student, 1, shared, texts, dev, max_length, **kwargs)}
+        if compile:
+            columns["teacher-compiled"] = _torch_column(teacher, 0, shared, texts, dev, max_length, True, **kwargs)
+            columns["student-compiled"] = _torch_column(student, 1, shared, texts, dev, max_length, True, **kwargs)
         for name, file in extra:
             columns[name] = _onnx_column(onnx, file, texts, max_length, **kwargs)
         used_threads = torch.get_num_threads()
@@ -528,7 +560,8 @@ def run_bench(teacher: str, student: str, onnx: str | Path | None = None, *, lan
     return {"texts": {"source": f"AfriSenti test ({', '.join(datasets)}), {len(texts)} tweets drawn with seed 0",
                       "n": len(texts)},
             "tokenizer": tokenizer_note + ("" if not presets else " (for the presets)"), "device": str(dev),
-            "threads": used_threads, "columns": columns, "ratios": compare_columns(columns)}
+            "threads": used_threads, "columns": columns, "ratios": compare_columns(columns),
+            **({"ratios_compiled": ratios(columns["teacher-compiled"], columns["student-compiled"])} if compile else {})}
 
 
 def _mb(n: int | None) -> str:

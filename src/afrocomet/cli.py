@@ -193,9 +193,10 @@ def _run_options(fn):
                      help="Balance the loss terms as training goes."),
         click.option("--layer-map", default=None, help="Student:teacher layer pairs, e.g. 0:5,1:11,2:17,3:23 (0-based)."),
         click.option("--per-language", is_flag=True, help="One student per language instead of one multilingual student.  [data.per_language]"),
-        click.option("--sampling-alpha", type=float, default=None, help="Language sampling p ∝ n^alpha.  [data.sampling_alpha]"),
+        click.option("--sampling-alpha", type=float, default=None,
+                     help="Language sampling p ∝ n^alpha, fixed (no search on dev unless --alpha-candidates).  [data.sampling_alpha]"),
         click.option("--alpha-candidates", default=None,
-                     help="Choose alpha on dev among these, e.g. 0.3,0.5,1.0 ('' = no search).  [data.alpha_candidates]"),
+                     help="Choose alpha on dev among these (default 0.3,0.5,1.0; '' = no search).  [data.alpha_candidates]"),
         click.option("--compare-adaptive", type=click.Choice(["none", "magnitude", "uncertainty"]), default=None,
                      help="Also train student_adaptive with this loss balancing and report which won.  [compare_adaptive]"),
         click.option("--no-ablations", is_flag=True, help="Train only the hybrid student (no kd-only / no-distill).  [ablations]"),
@@ -274,6 +275,8 @@ def _resolve_config(config_file: Path | None, opts: dict, base=None):
         config.data.per_language = True
     if opts["sampling_alpha"] is not None:
         config.data.sampling_alpha = opts["sampling_alpha"]
+        if opts["alpha_candidates"] is None:
+            config.data.alpha_candidates = []  # a fixed alpha was asked for: no search
     if opts["alpha_candidates"] is not None:
         config.data.alpha_candidates = _parse_floats("--alpha-candidates", opts["alpha_candidates"])
     if opts["compare_adaptive"] is not None:
@@ -508,13 +511,16 @@ def export(model_dir, onnx, int8, out, data_dir, languages, texts_file, max_text
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda ... (ONNX columns run on the CPU).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
 @click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per text at most.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="Also time both models through torch.compile (fp32; columns teacher-compiled, student-compiled).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of a table.")
-def bench(teacher, student, onnx_dir, n_texts, languages, data_dir, device, threads, max_length, as_json) -> None:
+def bench(teacher, student, onnx_dir, n_texts, languages, data_dir, device, threads, max_length, compile_,
+          as_json) -> None:
     """Teacher vs student (vs ONNX): size, latency, throughput and memory on real tweets, with ratios."""
     from afrocomet.bench import bench_rows, run_bench
 
     result = run_bench(teacher, student, onnx_dir, languages=_split_languages(languages) or None, data_dir=data_dir,
-                       n_texts=n_texts, device=device, threads=threads, max_length=max_length)
+                       n_texts=n_texts, device=device, threads=threads, max_length=max_length, compile=compile_)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -522,6 +528,9 @@ def bench(teacher, student, onnx_dir, n_texts, languages, data_dir, device, thre
     _print_table(f"afrocomet bench: {result['device']}, {result['threads']} threads", header, rows)
     click.echo(f"ratios: teacher / column (throughput: column / teacher). texts: {result['texts']['source']}; "
                f"tokenizer: {result['tokenizer']}")
+    if "ratios_compiled" in result:
+        r = result["ratios_compiled"]
+        click.echo(f"compiled vs compiled: student {r['latency']:.1f}x faster p50, {r['throughput']:.1f}x throughput")
 
 
 # ----------------------------------------------------------------------------- doctor

@@ -35,9 +35,10 @@ class DataConfig:
     extra_text: list[str] = field(default_factory=list)  # unlabelled text files for stage 1
     max_length: int = 128  # tokens per text, including <s> and </s>
     sampling_alpha: float = 0.5  # language sampling p ∝ n^alpha (1 = proportional, 0 = uniform)
-    # choose alpha on dev: a short stage-2 run of the hybrid student per candidate, the best dev score wins
-    alpha_candidates: list[float] = field(default_factory=list)
-    alpha_search_steps: int = 200  # optimiser steps per candidate
+    # choose alpha on dev: a short stage-2 run of the hybrid student per candidate, the best dev score
+    # wins ([] = no search: sampling_alpha is used). 0.3 is XLM-R's, 1.0 samples in proportion to size.
+    alpha_candidates: list[float] = field(default_factory=lambda: [0.3, 0.5, 1.0])
+    alpha_search_steps: int = 400  # optimiser steps per candidate
     per_language: bool = False  # one student per language instead of one multilingual student
 
 

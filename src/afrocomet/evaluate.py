@@ -179,6 +179,8 @@ def tfidf_baseline(
     spelling variation of tweets without any tokenizer. C=4 had the best mean dev weighted F1 of
     C in {1, 2, 4, 8} over the five languages (69.6 vs 68.8 for C=1); SAGA fits the ~38k tweets of
     all five training sets in a few seconds, where lbfgs takes ten times longer for the same score.
+    SAGA's tolerance 1e-3 (instead of 1e-4): 8 s instead of 22 s for the five languages on 2 cores,
+    mean dev weighted F1 69.61 vs 69.63.
     """
     if len(train_texts) != len(train_labels):
         raise AfroCometError(f"{len(train_texts)} training texts but {len(train_labels)} labels")
@@ -186,7 +188,7 @@ def tfidf_baseline(
         raise AfroCometError("the TF-IDF baseline needs at least two classes in the training labels")
     vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, dtype=np.float32)
     x_train = vectorizer.fit_transform(train_texts)  # sparse [N_train, n_features]
-    classifier = LogisticRegression(C=C, solver="saga", max_iter=1000, random_state=seed)
+    classifier = LogisticRegression(C=C, solver="saga", tol=1e-3, max_iter=1000, random_state=seed)
     classifier.fit(x_train, list(train_labels))
     if len(test_texts) == 0:
         return []

@@ -213,13 +213,14 @@ class TeacherCache:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def outputs(self, index: torch.Tensor, mask: torch.Tensor) -> dict:
+    def outputs(self, index: torch.Tensor, mask: torch.Tensor, attention: bool = True) -> dict:
         """Teacher outputs for the batch of examples `index` [b] padded as `mask` [b, s]:
-        {"logits": fp32 [b, C], "attention": CachedAttention ({layer: fp32 [b, s, s]}, zero on padding)}."""
+        {"logits": fp32 [b, C], "attention": CachedAttention ({layer: fp32 [b, s, s]}, zero on padding)};
+        without `attention` (a stage with no attention term) the maps are not read."""
         rows = index.tolist()
         b, s = mask.shape
         out: dict = {"logits": self.logits[rows].to(mask.device, torch.float32)}
-        if self.layers:
+        if self.layers and attention:
             maps = torch.zeros(len(self.layers), b, s, s)  # [P, b, s, s]
             for row, i in enumerate(rows):
                 n = self.lengths[i]

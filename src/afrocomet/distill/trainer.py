@@ -145,23 +145,29 @@ class HybridLoss(nn.Module):
         the cache for the batch's example `index` when there is one, else a live forward pass (whose
         maps the matcher's teacher capture keeps)."""
         if self.cache is not None:
-            return self.cache.outputs(batch["index"], batch["attention_mask"])
+            return self.cache.outputs(batch["index"], batch["attention_mask"], attention=self.matcher is not None)
         with torch.inference_mode():  # frozen, eval mode, never wrapped for gradients
             t_out = model_outputs(teacher, batch, self.task)
         return {k: v.clone() for k, v in t_out.items() if v is not None}  # leave inference mode
 
 
+def reads_an_epoch(cfg: StageConfig, n_examples: int) -> bool:
+    """True when stage `cfg` reads at least one epoch of its `n_examples` (a teacher cache pays off)."""
+    examples = (cfg.max_steps or math.inf) * cfg.batch_size * cfg.grad_accum
+    return min(examples, cfg.epochs * n_examples) >= n_examples
+
+
 def _teacher_cache(cfg: StageConfig, student: nn.Module, teacher: nn.Module, train: Encoded, tokenizer,
-                   device: torch.device):
+                   device: torch.device, build: bool | None = None):
     """The teacher-output cache for this stage where it is exact (distill/cache.py), else None.
-    Built only when the stage reads at least one epoch of examples; an existing one is always used."""
+    Built when `build`, or (None) when the stage reads at least one epoch of examples; an existing
+    one is always used."""
     from afrocomet.distill.cache import cached_layers, open_or_build
 
     layers = cached_layers(cfg, student.config, teacher.config)
     if layers is None:
         return None
-    examples = (cfg.max_steps or math.inf) * cfg.batch_size * cfg.grad_accum
-    build = min(examples, cfg.epochs * len(train)) >= len(train)
+    build = reads_an_epoch(cfg, len(train)) if build is None else build
     return open_or_build(teacher, train, tokenizer, layers, device=device, build=build,
                          batch_size=max(64, cfg.batch_size))
 
@@ -236,6 +242,7 @@ def train_stage(
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
     resume_from: str | Path | None = None,
+    build_cache: bool | None = None,
 ) -> StageResult:
     """Train `student` for one stage; returns what happened (steps, time, each term first/last).
 
@@ -244,6 +251,7 @@ def train_stage(
     without improvement. With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every`
     steps (the newest `cfg.keep_checkpoints` kept); `resume_from` (a checkpoint folder) continues
     exactly where it was written: same batches, masks, dropout, optimizer and scheduler state.
+    `build_cache` overrides when a teacher-output cache is built (None: when the stage reads an epoch).
     """
     from afrocomet.distill.checkpoint import LoopState, load_checkpoint, save_checkpoint
     from afrocomet.distill.parallel import processes
@@ -269,7 +277,7 @@ def train_stage(
     if loss_fn.uses_teacher:
         preflight_invariants(cfg, student, teacher, train, tokenizer)
     if teacher is not None and loss_fn.uses_teacher:
-        loss_fn.cache = _teacher_cache(cfg, student, teacher, train, tokenizer, device)
+        loss_fn.cache = _teacher_cache(cfg, student, teacher, train, tokenizer, device, build_cache)
     masker = MLMMasker(tokenizer, cfg.mlm_probability, seed=seed) if loss_fn.task == "mlm" else None
 
     batches_per_epoch = math.ceil(len(train) / cfg.batch_size)
