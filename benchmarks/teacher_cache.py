@@ -8,6 +8,7 @@ per epoch with it, the stage's ratio, and the largest per-step difference of eac
 
     python benchmarks/teacher_cache.py            # afroxlmr-large -> comet (random weights), 300 tweets, 3 epochs, batch 8
     python benchmarks/teacher_cache.py --quick    # demo-teacher -> demo-student, 160 tweets, 2 epochs, batch 16
+    python benchmarks/teacher_cache.py --vocab 31888   # the student's vocabulary trimmed, as `--teacher NAME` runs do
     python benchmarks/teacher_cache.py --json out.json --device cuda --batch 32
 """
 
@@ -74,6 +75,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=48, help="longest tweet kept, in tokens")
     parser.add_argument("--data-dir", type=Path, default=DATA if DATA.is_dir() else None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--vocab", type=int, default=None,
+                        help="vocabulary rows of both models (default: the presets'; 31888 = comet trimmed to the "
+                             "five languages, as `afrocomet run --teacher NAME` does by default)")
     args = parser.parse_args()
     from afrocomet.config import StageConfig
     from afrocomet.distill.cache import cache_key, cached_layers, open_or_build
@@ -85,8 +89,9 @@ def main() -> None:
     batch = args.batch or (16 if args.quick else 8)
     started, t0, load_before = now(), time.perf_counter(), machine().get("load_average")
     tok, data = short_tweets(args.data_dir, n, args.max_length, vocab=2000)
-    teacher = random_model(teacher_name, "classification", seed=0).to(device).eval().requires_grad_(False)
-    first = random_model(student_name, "classification", seed=1)
+    teacher = random_model(teacher_name, "classification", vocab_size=args.vocab, seed=0)
+    teacher = teacher.to(device).eval().requires_grad_(False)
+    first = random_model(student_name, "classification", vocab_size=args.vocab, seed=1)
     student_init = lambda: copy.deepcopy(first)  # noqa: E731  the same start for both runs
     cfg = dict(name="stage2", kind="distill-task", epochs=epochs, batch_size=batch, lr=1e-4, warmup_ratio=0.0,
                patience=0, log_every=10**6, temperature=2.0, matching="mean")
@@ -111,7 +116,8 @@ def main() -> None:
     rows = [{"run": "without cache", "s_per_epoch": live_epoch, "build_s": 0.0, "stage_s": live.seconds},
             {"run": "with cache", "s_per_epoch": cached_epoch, "build_s": build_s, "stage_s": build_s + cached.seconds}]
     load_after = machine().get("load_average")
-    print(f"{teacher_name} -> {student_name}, {n} tweets (<= {args.max_length} tokens), {epochs} epochs, batch {batch}, "
+    print(f"{teacher_name} -> {student_name} (vocabulary {first.config.vocab_size:,}), {n} tweets "
+          f"(<= {args.max_length} tokens), {epochs} epochs, batch {batch}, "
           f"{live.steps} steps, device {args.device}, {torch.get_num_threads()} threads; "
           f"load average before {load_before}, after {load_after}")
     print(table(rows, ["run", "s_per_epoch", "build_s", "stage_s"]))
@@ -123,7 +129,7 @@ def main() -> None:
     if busy:
         print(f"warning: load average {load_before[0]} on {os.cpu_count()} cores before the run: timings are noisy")
     result = {"benchmark": "teacher_cache", "created": started, "teacher": teacher_name, "student": student_name,
-              "examples": n, "epochs": epochs, "batch": batch, "steps": live.steps, "device": args.device,
+              "vocab_size": first.config.vocab_size, "examples": n, "epochs": epochs, "batch": batch, "steps": live.steps, "device": args.device,
               "seconds_per_epoch_live": live_epoch, "seconds_per_epoch_cached": cached_epoch, "build_seconds": build_s,
               "key_seconds": key_s, "cache_bytes": cache_bytes, "stage_seconds_live": live.seconds,
               "stage_seconds_cached": build_s + cached.seconds, "per_epoch_ratio": live_epoch / cached_epoch,

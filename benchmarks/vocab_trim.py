@@ -97,19 +97,20 @@ def side_by_side(work: Path, texts: list[str], threads: int, rounds: int = 4) ->
     return {"rows": rows, "ratios": ratios, "threads": torch.get_num_threads(), "n_texts": len(texts)}
 
 
-def run_before_after(run_dir: Path, data_dir: str | None, work: Path) -> dict:
-    """A finished run's student, trimmed post hoc on its languages' train text: test weighted F1."""
+def run_before_after(run_dir: Path, data_dir: str | None, work: Path, min_count: int = 1) -> dict:
+    """A finished run's student, trimmed post hoc on its languages' train text (pieces seen at
+    least `min_count` times): test weighted F1 before and after."""
     config = json.loads((run_dir / "results.json").read_text())["config"]
     languages = config["data"]["languages"]
     data_dir = data_dir or config["data"]["data_dir"]
     texts = afrisenti_texts(languages, data_dir, config["data"]["extra_text"])
-    report = trim_folder(run_dir / "student", work / "run-student-trimmed", texts)
+    report = trim_folder(run_dir / "student", work / "run-student-trimmed", texts, min_count=min_count)
     scores = {}
     for name, folder in (("before", run_dir / "student"), ("after", work / "run-student-trimmed")):
         result = evaluate_model(folder, languages=languages, data_dir=data_dir, device="cpu")
         scores[name] = {"weighted_f1": result["average"]["weighted_f1"],
                         "per_language": {k: v["weighted_f1"] for k, v in result["languages"].items()}}
-    return {"run": str(run_dir), "languages": languages, "trim": report.to_dict(), **scores}
+    return {"run": str(run_dir), "languages": languages, "min_count": min_count, "trim": report.to_dict(), **scores}
 
 
 def main() -> None:
@@ -120,6 +121,7 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=None, help="test tweets timed at batch 1 (300; 100 quick)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--run", type=Path, default=None, help="a finished `afrocomet run` folder: F1 before/after")
+    parser.add_argument("--min-count", type=int, default=1, help="with --run: keep pieces seen at least this often")
     parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -137,7 +139,7 @@ def main() -> None:
         result["trim"] = build_folders(work, train, vocab_size, 5000 if args.quick else None, args.seed)
         result.update(side_by_side(work, test, args.threads or torch.get_num_threads()))
         if args.run is not None:
-            result["run"] = run_before_after(args.run, args.data_dir, work)
+            result["run"] = run_before_after(args.run, args.data_dir, work, args.min_count)
     result["machine"] = machine()
 
     print(f"\ncomet classifier, {vocab_size:,}-piece tokenizer padded to {XLMR_VOCAB:,}; CPU, "
@@ -150,7 +152,8 @@ def main() -> None:
           f"{100 * (1 - result['rows']['trimmed']['parameters'] / 559_890_432):.2f}% fewer parameters")
     if "run" in result:
         r = result["run"]
-        print(f"\n{r['run']}/student trimmed post hoc: {r['trim']['rows_kept']:,} of {r['trim']['rows_total']:,} rows; "
+        print(f"\n{r['run']}/student trimmed post hoc (min count {r['min_count']}): {r['trim']['rows_kept']:,} of "
+              f"{r['trim']['rows_total']:,} rows; "
               f"test weighted F1 (average over {', '.join(r['languages'])}) "
               f"{100 * r['before']['weighted_f1']:.2f} -> {100 * r['after']['weighted_f1']:.2f}")
     if args.json_path:
