@@ -172,6 +172,18 @@ def test_model_card(tmp_path):
     assert "stage2[kd_only]" not in body  # ablation copies are not this model's recipe
 
 
+def test_model_card_says_how_languages_were_sampled(tmp_path):
+    results = full_results(tmp_path)
+    results["sampling"] = {"alpha": 0.3, "per_language": False, "search": {
+        "stage": "stage2", "steps": 400, "dev_weighted_f1": {"0.3": 0.52, "0.5": 0.49, "1": 0.49}, "chosen": 0.3}}
+    assert ("- training tweets drawn per language with p ∝ n^α, α = 0.3, chosen on dev among 0.3, 0.5, 1 "
+            "(400-step probes of `stage2`)") in model_card(results)
+    results["sampling"]["search"] = None
+    assert "p ∝ n^α, α = 0.3, fixed" in model_card(results)
+    results["sampling"]["per_language"] = True
+    assert "p ∝ n^α" not in model_card(results)
+
+
 @pytest.mark.parametrize("system", ["student_kd_only", "nonexistent"])
 def test_model_card_of_other_systems(tmp_path, system):
     card = model_card(full_results(tmp_path), system=system)

@@ -758,6 +758,12 @@ def _card_method(results: Mapping) -> list[str]:
         extra = f"; loss weights {weights}" if weights else ""
         extra += f", T = {cfg['temperature']:g}" if weights and _is_number(cfg.get("temperature")) else ""
         lines.append(f"- `{name}` ({done.get('kind') or '?'}): {done.get('steps', '?')} steps{extra}")
+    sampling = results.get("sampling") or {}
+    alpha, search = sampling.get("alpha"), sampling.get("search")
+    if _is_number(alpha) and not sampling.get("per_language"):
+        how = (f"chosen on dev among {', '.join(search['dev_weighted_f1'])} ({search['steps']}-step probes of "
+               f"`{search['stage']}`)" if isinstance(search, Mapping) and search.get("dev_weighted_f1") else "fixed")
+        lines.append(f"- training tweets drawn per language with p ∝ n^α, α = {alpha:g}, {how}")
     return lines
 
 
