@@ -288,12 +288,27 @@ def test_disk_full_run_keeps_the_earlier_run(work, capsys, monkeypatch):
 # ----------------------------------------------------------------------------- interrupt
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as in a terminal: a shell starts background jobs (and so, possibly, this test run) with
+    SIGINT ignored, and Python then keeps ignoring it; the child gets the default back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """In this process: SIGINT raises KeyboardInterrupt, whatever the test run was started with."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def test_ctrl_c_mid_run_leaves_the_earlier_run(work, afrisenti_dir):
     """A real Ctrl-C (SIGINT) to `afrocomet run --quick` once its temporary run folder exists."""
     before = tree(work)
     proc = subprocess.Popen([sys.executable, "-m", "afrocomet", "run", "--quick", "--quiet", "--overwrite", "-l", "swa",
                              "--data-dir", str(afrisenti_dir), "--out", str(work / "out")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, cwd=work)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, cwd=work,
+                            preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 120
         while not (work / "out.partial" / "config.yaml").is_file():  # the run is being built beside `out`
@@ -314,7 +329,7 @@ def test_ctrl_c_mid_run_leaves_the_earlier_run(work, afrisenti_dir):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_while_writing_leaves_the_earlier_run(work, capsys, monkeypatch, signum):
+def test_signal_while_writing_leaves_the_earlier_run(work, capsys, monkeypatch, ctrl_c_raises, signum):
     """The same in-process, the signal arriving while the run writes its first file (config.yaml)."""
     import afrocomet.pipeline as pipeline
 
