@@ -83,3 +83,18 @@ def write_json(path: str | Path, data: dict) -> None:
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def busy_before(load_before: list[float] | None, note: str) -> bool:
+    """True, with a printed warning ending in `note`, when the load average before a timing run
+    was above half the cores (other processes then compete for the CPU)."""
+    busy = max(load_before[0] if load_before else 0.0, 0.0) > 0.5 * (os.cpu_count() or 1)
+    if busy:
+        print(f"warning: load average {load_before[0]} on {os.cpu_count()} cores before the run: {note}")
+    return busy
+
+
+def timing_fields(load_before, load_after, busy: bool, t0: float) -> dict:
+    """The fields every timing benchmark's JSON ends with: machine, allocator, load, wall time."""
+    return {"machine": machine(), "allocator_env": ALLOCATOR, "load_average_before": load_before,
+            "load_average_after": load_after, "busy": busy, "wall_seconds": round(time.perf_counter() - t0, 1)}

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ALLOCATOR, with_allocator_env, machine, mlm_batch, now, random_model, table, write_json  # noqa: E402
+from common import busy_before, machine, mlm_batch, now, random_model, table, timing_fields, with_allocator_env, write_json  # noqa: E402,E501
 
 from afrocomet.config import StageConfig  # noqa: E402
 from afrocomet.distill.trainer import HybridLoss, autocast_for, model_outputs  # noqa: E402
@@ -120,17 +119,14 @@ def main() -> None:
           f"{torch.get_num_threads()} threads; median of {steps} steps (round-robin); "
           f"load average before {load_before}, after {load_after}")
     print(table(rows, ["row", "median_ms", "min_ms", "max_ms", "vs_baseline", "n"]))
-    busy = max(load_before[0] if load_before else 0.0, 0.0) > 0.5 * (os.cpu_count() or 1)
-    if busy:
-        print(f"warning: load average {load_before[0]} on {os.cpu_count()} cores before the run: other processes "
-              "compete for the CPU and the timings are noisy (compare min_ms, or run again when it is quiet)")
+    busy = busy_before(load_before, "other processes compete for the CPU and the timings are noisy (compare min_ms, "
+                                    "or run again when it is quiet)")
     hybrid = next(r for r in rows if r["row"] == "hybrid-mean")["vs_baseline"]
     print(f"\nhybrid (mean matching) step = {hybrid:.2f}x baseline ({'meets' if hybrid <= 1.3 else 'misses'} the <= 1.3x goal)")
     result = {"benchmark": "step_cost", "created": started, "teacher": teacher_name, "student": student_name,
-              "batch": batch_size, "seq": args.seq, "device": args.device, "steps": steps, "machine": machine(),
-              "rows": rows, "times_s": times, "hybrid_vs_baseline": hybrid, "allocator_env": ALLOCATOR,
-              "load_average_before": load_before, "load_average_after": load_after, "busy": busy,
-              "wall_seconds": round(time.perf_counter() - t0, 1)}
+              "batch": batch_size, "seq": args.seq, "device": args.device, "steps": steps,
+              "rows": rows, "times_s": times, "hybrid_vs_baseline": hybrid,
+              **timing_fields(load_before, load_after, busy, t0)}
     if args.json_path:
         write_json(args.json_path, result)
         print(f"wrote {args.json_path}")

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ALLOCATOR, with_allocator_env, machine, now, random_model, table, write_json  # noqa: E402
+from common import busy_before, machine, now, random_model, table, timing_fields, with_allocator_env, write_json  # noqa: E402,E501
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data/afrisenti"
 
@@ -125,17 +125,13 @@ def main() -> None:
     print(f"per epoch {live_epoch / cached_epoch:.2f}x faster; stage (build included) {stage_ratio:.2f}x "
           f"({'meets' if stage_ratio >= 2 else 'misses'} the >= 2x goal)")
     print("max |loss difference| per step: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
-    busy = (load_before[0] if load_before else 0.0) > 0.5 * (os.cpu_count() or 1)
-    if busy:
-        print(f"warning: load average {load_before[0]} on {os.cpu_count()} cores before the run: timings are noisy")
+    busy = busy_before(load_before, "timings are noisy")
     result = {"benchmark": "teacher_cache", "created": started, "teacher": teacher_name, "student": student_name,
               "vocab_size": first.config.vocab_size, "examples": n, "epochs": epochs, "batch": batch, "steps": live.steps, "device": args.device,
               "seconds_per_epoch_live": live_epoch, "seconds_per_epoch_cached": cached_epoch, "build_seconds": build_s,
               "key_seconds": key_s, "cache_bytes": cache_bytes, "stage_seconds_live": live.seconds,
               "stage_seconds_cached": build_s + cached.seconds, "per_epoch_ratio": live_epoch / cached_epoch,
-              "stage_ratio": stage_ratio, "max_loss_diff": diffs, "machine": machine(), "allocator_env": ALLOCATOR,
-              "load_average_before": load_before, "load_average_after": load_after, "busy": busy,
-              "wall_seconds": round(time.perf_counter() - t0, 1)}
+              "stage_ratio": stage_ratio, "max_loss_diff": diffs, **timing_fields(load_before, load_after, busy, t0)}
     if args.json_path:
         write_json(args.json_path, result)
         print(f"wrote {args.json_path}")

@@ -274,9 +274,8 @@ def train_stage(
         teacher.requires_grad_(False)
     start = time.perf_counter()  # the stage's time includes building a teacher cache
     loss_fn = HybridLoss(cfg, student, teacher).to(device)
-    if loss_fn.uses_teacher:
+    if loss_fn.uses_teacher:  # only with a teacher (HybridLoss)
         preflight_invariants(cfg, student, teacher, train, tokenizer)
-    if teacher is not None and loss_fn.uses_teacher:
         loss_fn.cache = _teacher_cache(cfg, student, teacher, train, tokenizer, device, build_cache)
     masker = MLMMasker(tokenizer, cfg.mlm_probability, seed=seed) if loss_fn.task == "mlm" else None
 
