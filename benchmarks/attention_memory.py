@@ -82,7 +82,8 @@ def worker(mode: str, seq: int, batch: int, teacher_name: str, student_name: str
     from afrocomet.bench import peak_memory
     from afrocomet.config import StageConfig
     from afrocomet.distill.doctor import estimate_memory
-    from afrocomet.distill.trainer import HybridLoss, autocast_for
+    from afrocomet.device import autocast_for
+    from afrocomet.distill.trainer import HybridLoss
 
     dev = torch.device(device)
     t0 = time.perf_counter()

@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import busy_before, machine, mlm_batch, now, random_model, table, timing_fields, with_allocator_env, write_json  # noqa: E402,E501
 
 from afrocomet.config import StageConfig  # noqa: E402
-from afrocomet.distill.trainer import HybridLoss, autocast_for, model_outputs  # noqa: E402
+from afrocomet.device import autocast_for  # noqa: E402
+from afrocomet.distill.trainer import HybridLoss, model_outputs  # noqa: E402
 
 ROWS = ("baseline", "kd-only", "hybrid-mean", "hybrid-projection", "hybrid-relations")
 

@@ -331,7 +331,7 @@ def test_ctrl_c_mid_run_leaves_the_earlier_run(work, afrisenti_dir):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_while_writing_leaves_the_earlier_run(work, capsys, monkeypatch, ctrl_c_raises, signum):
     """The same in-process, the signal arriving while the run writes its first file (config.yaml)."""
-    import afrocomet.pipeline as pipeline
+    import afrocomet.run.pipeline as pipeline
 
     real = pipeline.load_datasets
 

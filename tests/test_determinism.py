@@ -48,14 +48,14 @@ def three_runs(afrisenti_dir, tmp_path_factory, one_thread):
     import functools
 
     import afrocomet.evaluate
-    import afrocomet.pipeline
+    import afrocomet.run.pipeline
     import afrocomet.report
 
     patch = pytest.MonkeyPatch()
     patch.setattr(afrocomet.evaluate, "tfidf_baseline", lambda train, labels, test, seed: [labels[0]] * len(test))
     patch.setattr(afrocomet.report, "write_plots", lambda results, out_dir: [])
-    patch.setattr(afrocomet.pipeline, "measure_efficiency",
-                  functools.partial(afrocomet.pipeline.measure_efficiency, n_texts=8))
+    patch.setattr(afrocomet.run.pipeline, "measure_efficiency",
+                  functools.partial(afrocomet.run.pipeline.measure_efficiency, n_texts=8))
     root = tmp_path_factory.mktemp("determinism")
     config = root / "small.yaml"
     config.write_text(SMALL.format(data=afrisenti_dir), encoding="utf-8")

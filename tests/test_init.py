@@ -10,7 +10,7 @@ from afrocomet.errors import AfroCometError
 from afrocomet.models.build import build_model
 from afrocomet.models.init import init_from_teacher, pca_basis
 from afrocomet.models.presets import get_preset
-from afrocomet.pipeline import run_variants
+from afrocomet.run import run_variants
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 VOCAB = 300

@@ -126,7 +126,7 @@ def test_failed_run_leaves_nothing(tmp_path, capsys):
 def test_pretrained_teacher_from_local_folder(afrisenti_dir, tmp_path):
     """The paper's path (`--teacher NAME_OR_PATH`): the teacher's own tokenizer, fine-tuning, stages 1-2."""
     from afrocomet.models.build import build_model
-    from afrocomet.pipeline import default_config, run
+    from afrocomet.run import default_config, run
     from afrocomet.tokenizer import train_tokenizer
     from afrocomet.data.afrisenti import read_tsv
 

@@ -182,7 +182,7 @@ def test_resume_refuses_nothing_to_resume_and_conflicting_config(tiny_config, re
 
 
 def test_interrupted_run_keeps_its_folder_only_with_something_to_resume(tiny_config, tmp_path, monkeypatch):
-    import afrocomet.pipeline as pipeline
+    import afrocomet.run.pipeline as pipeline
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt

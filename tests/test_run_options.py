@@ -70,7 +70,7 @@ def test_alpha_probes_read_the_cache_the_stage_builds(tmp_path, afrisenti_dir, o
     import yaml
 
     from afrocomet.config import from_dict, to_dict
-    from afrocomet.pipeline import default_config
+    from afrocomet.run import default_config
 
     monkeypatch.setenv("AFROCOMET_CACHE", str(tmp_path / "cache"))
     config = to_dict(default_config(quick=True))

@@ -94,7 +94,7 @@ def _every_loading_path(folders: Path, tmp_path: Path, flag: bool) -> None:
     from afrocomet.config import ModelConfig, RunConfig
     from afrocomet.distill.doctor import preflight
     from afrocomet.models.build import load_pretrained
-    from afrocomet.pipeline import has_task_head
+    from afrocomet.run import has_task_head
     from afrocomet.tokenizer import tokenizer_for
 
     extra = ["--trust-remote-code"] if flag else []

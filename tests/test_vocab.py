@@ -211,7 +211,7 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, tiny_folder, afrisenti_dir, 
 
 def test_run_flag_and_paper_default():
     from afrocomet.cli import _resolve_config, run
-    from afrocomet.pipeline import default_config
+    from afrocomet.run import default_config
 
     assert default_config(teacher="Davlan/afro-xlmr-large").model.trim_vocab  # the paper's setting
     assert not default_config().model.trim_vocab and not default_config(quick=True).model.trim_vocab

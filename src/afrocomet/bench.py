@@ -525,7 +525,7 @@ def run_bench(teacher: str, student: str, onnx: str | Path | None = None, *, lan
     """
     from afrocomet.data.afrisenti import load_afrisenti
     from afrocomet.data.schema import DEFAULT_LANGUAGES
-    from afrocomet.distill.trainer import resolve_device
+    from afrocomet.device import resolve_device
     from afrocomet.models.presets import is_preset
 
     _check_spec(teacher, "teacher")

@@ -152,7 +152,7 @@ def trim_vocab_cmd(model_dir: Path, out: Path, languages: tuple[str, ...], data_
 def config_cmd(quick: bool, teacher: str | None) -> None:
     """Print the resolved built-in default config as YAML (a starting point for --config)."""
     from afrocomet.config import to_yaml
-    from afrocomet.pipeline import default_config
+    from afrocomet.run import default_config
 
     click.echo(to_yaml(default_config(quick=quick, teacher=teacher)), nl=False)
 
@@ -241,7 +241,7 @@ def _parse_floats(flag: str, text: str) -> list[float]:
 def _resolve_config(config_file: Path | None, opts: dict, base=None):
     """Config file (or `base`, or the built-in default), then flags on top; validated."""
     from afrocomet.config import load_config, validate
-    from afrocomet.pipeline import default_config
+    from afrocomet.run import default_config
 
     quick, teacher = opts["quick"], opts["teacher"]
     if config_file:
@@ -301,7 +301,7 @@ def _resolve_config(config_file: Path | None, opts: dict, base=None):
 def _run(config_file: Path | None, opts: dict) -> None:
     import logging
 
-    from afrocomet.pipeline import run as run_pipeline
+    from afrocomet.run import run as run_pipeline
 
     logging.basicConfig(level=logging.WARNING if opts["quiet"] else logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
@@ -549,7 +549,7 @@ def doctor(config_file: Path | None, quick: bool, data_dir: Path | None, device:
     """Pre-flight: memory estimate per stage and the invariants whose silent breakage ruins KD runs."""
     from afrocomet.config import load_config
     from afrocomet.distill.doctor import run_doctor
-    from afrocomet.pipeline import default_config
+    from afrocomet.run import default_config
 
     config = load_config(config_file) if config_file else default_config(quick=quick)
     if data_dir is not None:

@@ -35,6 +35,7 @@ from afrocomet.data.schema import DEFAULT_LANGUAGES, LABELS, Example
 from afrocomet.errors import AfroCometError
 from afrocomet.evaluate import average_metrics, compute_metrics, predict_logits
 from afrocomet.io import atomic_path
+from afrocomet.quiet import no_progress_bars
 from afrocomet.models.build import SAFE_WEIGHTS, check_weights, first_line
 from afrocomet.tokenizer import load_tokenizer
 
@@ -82,20 +83,6 @@ def _labels(config: PretrainedConfig, folder: Path) -> tuple[str, ...]:
     return tuple(id2label[i] for i in range(len(id2label)))
 
 
-@contextlib.contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    """transformers 5 draws a "Loading weights" bar on stderr for every load; keep stderr to our lines."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
 def load_classifier(
     model_dir: str | Path, *, trust_remote_code: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[int, str]]:
@@ -116,7 +103,7 @@ def load_classifier(
                              f"{config.vocab_size} (config.json vocab_size): this tokenizer does not belong "
                              "to this model", path=folder)
     try:
-        with _no_progress_bars():
+        with no_progress_bars():
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 str(folder), config=config, use_safetensors=True, output_loading_info=True,
                 trust_remote_code=trust_remote_code)
@@ -138,7 +125,7 @@ def default_max_length(config: PretrainedConfig) -> int:
 
 def _pytorch_backend(model: PreTrainedModel, tokenizer, labels: tuple[str, ...], *, batch_size: int,
                      max_length: int, device: str) -> Backend:
-    from afrocomet.distill.trainer import resolve_device
+    from afrocomet.device import resolve_device
 
     try:
         dev = resolve_device(device)

@@ -127,7 +127,7 @@ def cache_key(teacher: nn.Module, data: Encoded, tokenizer, layers: list[int], m
 def _teacher_pass(teacher: nn.Module, data: Encoded, pad_id: int, layers: list[int], batch_size: int,
                   device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Logits [n, C] and each example's maps [P, l, l] (fp16, CPU), in data order; length-sorted batches."""
-    from afrocomet.distill.trainer import autocast_for
+    from afrocomet.device import autocast_for
     from afrocomet.models.attention import AttentionCapture
 
     order = sorted(range(len(data)), key=lambda i: len(data.ids[i]))

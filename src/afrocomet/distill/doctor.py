@@ -27,7 +27,8 @@ from torch import nn
 
 from afrocomet.config import RunConfig, StageConfig, validate
 from afrocomet.data.batching import Encoded, MLMMasker, collate, encode
-from afrocomet.distill.trainer import DISTILL_KINDS, HybridLoss, model_outputs, resolve_device, stage_task, train_stage
+from afrocomet.device import resolve_device
+from afrocomet.distill.trainer import DISTILL_KINDS, HybridLoss, model_outputs, stage_task, train_stage
 from afrocomet.errors import AfroCometError
 from afrocomet.models.attention import AttentionCapture, encoder_layers, split_heads
 from afrocomet.models.presets import is_preset

@@ -24,6 +24,7 @@ from afrocomet.config import StageConfig
 from afrocomet.data.batching import Encoded, MLMMasker, collate, epoch_order
 from afrocomet.distill import losses as L
 from afrocomet.distill.weighting import LossBalancer, temperature_at
+from afrocomet.device import autocast_for, fused_ok
 from afrocomet.errors import AfroCometError
 
 MLM_KINDS = ("teacher-pretrain", "distill-mlm")
@@ -66,27 +67,6 @@ def model_outputs(model: nn.Module, batch: dict[str, torch.Tensor], task: str) -
         return {"logits": logits, "labels": batch["mlm_labels"][selected]}
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [b, classes]
     return {"logits": logits, "labels": batch.get("labels")}
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":  # under `accelerate launch`, each process takes the GPU of its local rank
-        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AfroCometError(f"device '{name}' was asked for but CUDA is not available")
-    return device
-
-
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA, full fp32 on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _fused_ok(device: torch.device) -> bool:
-    major, minor = (int(x) for x in torch.__version__.split(".")[:2])
-    return (major, minor) >= (2, 4) and device.type in ("cpu", "cuda")
 
 
 def _param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
@@ -286,7 +266,7 @@ def train_stage(
         total_steps = min(total_steps, cfg.max_steps)
     trainable = [student, loss_fn]
     # fused AdamW: one kernel per step instead of a dozen per tensor (CPU and CUDA since torch 2.4)
-    optimizer = torch.optim.AdamW(_param_groups(trainable, cfg.weight_decay), lr=cfg.lr, fused=_fused_ok(device))
+    optimizer = torch.optim.AdamW(_param_groups(trainable, cfg.weight_decay), lr=cfg.lr, fused=fused_ok(device))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     eval_every = cfg.eval_every or steps_per_epoch
 

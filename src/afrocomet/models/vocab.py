@@ -355,7 +355,7 @@ def trim_folder(model_dir: str | Path, out_dir: str | Path, texts: Sequence[str]
 
     from afrocomet.io import atomic_dir
     from afrocomet.models.build import first_line, load_pretrained
-    from afrocomet.predict import _no_progress_bars
+    from afrocomet.quiet import no_progress_bars
     from afrocomet.tokenizer import load_tokenizer
 
     folder = check_trim_input(model_dir, min_count)
@@ -365,7 +365,7 @@ def trim_folder(model_dir: str | Path, out_dir: str | Path, texts: Sequence[str]
         raise AfroCometError(f"cannot read config.json: {first_line(exc)}", path=folder) from exc
     task = _task_of(config)
     kwargs = {"num_labels": config.num_labels, "id2label": config.id2label} if task == "classification" else {}
-    with _no_progress_bars():
+    with no_progress_bars():
         model = load_pretrained(folder, task, **kwargs)
         tokenizer, _, reports = trim_together({"model": model}, load_tokenizer(folder), texts, min_count=min_count,
                                               keep_characters=keep_characters)
@@ -379,7 +379,7 @@ def afrisenti_texts(languages: Sequence[str], data_dir: str | Path | None = None
                     extra_text: Sequence[str | Path] = (), *, download: bool = True) -> list[str]:
     """AfriSenti train texts of `languages` (never dev or test), then the lines of `extra_text` files."""
     from afrocomet.data.afrisenti import load_afrisenti
-    from afrocomet.pipeline import read_extra_text
+    from afrocomet.data.corpus import read_extra_text
 
     extra = read_extra_text([str(p) for p in extra_text])  # checked first: a bad file fails fast
     datasets = load_afrisenti(list(languages), data_dir, splits=("train",), download=download)

@@ -25,6 +25,7 @@ from torch import nn
 
 from afrocomet.config import RunConfig, StageConfig, validate
 from afrocomet.data.batching import Encoded, MLMMasker, collate, encode
+from afrocomet.data.corpus import read_extra_text
 from afrocomet.data.schema import Dataset
 from afrocomet.errors import AfroCometError
 from afrocomet.models.presets import is_preset
@@ -125,22 +126,6 @@ def load_datasets(config: RunConfig) -> dict[str, Dataset]:
         name = d.languages[0] if len(d.languages) == 1 else "custom"
         return {name: load_custom(train=d.train, dev=d.dev, test=d.test, name=name)}
     return load_afrisenti(d.languages, d.data_dir, download=d.download)
-
-
-def read_extra_text(paths: list[str]) -> list[str]:
-    """Unlabelled text files for stage 1: UTF-8, one text per line, blank lines skipped."""
-    texts: list[str] = []
-    for p in paths:
-        path = Path(p)
-        if not path.is_file():
-            raise AfroCometError("extra text file not found", path=path)
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as exc:
-            line = path.read_bytes()[: exc.start].count(b"\n") + 1
-            raise AfroCometError(f"not UTF-8 (byte {exc.start})", path=path, line=line) from exc
-        texts.extend(t for t in lines if t.strip())
-    return texts
 
 
 def prepare_data(config: RunConfig, datasets: dict[str, Dataset], tokenizer) -> RunData:
@@ -681,7 +666,7 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, re
     from afrocomet import __version__
     from afrocomet.config import save_config, to_dict
     from afrocomet.distill.doctor import check_tokenizer_fits, preflight
-    from afrocomet.distill.trainer import resolve_device
+    from afrocomet.device import resolve_device
     from afrocomet.evaluate import average_metrics, retention
     from afrocomet.io import atomic_write_json, atomic_write_text
     from afrocomet.report import model_card, write_report
