@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import afrocomet.bench as B  # noqa: E402
+import afrocomet.bench.command as BC  # noqa: E402
+import afrocomet.bench.timing as BT  # noqa: E402
 from afrocomet.cli import cli, main  # noqa: E402
 
 from helpers import tiny_classifier_dir, tiny_onnx_dir  # noqa: E402,F401  (session fixtures)
@@ -49,7 +50,7 @@ def test_bench_json_preset_folder_and_onnx(tiny_classifier_dir, tiny_onnx_dir, a
 
 
 def test_bench_two_presets_table(afrisenti_dir, monkeypatch, one_thread):
-    monkeypatch.setattr(B, "TOKENIZER_TEXTS", 800)  # the tokenizer is trained here: keep it quick
+    monkeypatch.setattr(BC, "TOKENIZER_TEXTS", 800)  # the tokenizer is trained here: keep it quick
     result = CliRunner().invoke(cli, ["bench", "--teacher", "tiny-teacher", "--student", "tiny-student", "--texts", "6",
                                       "-l", "hau", "--data-dir", str(afrisenti_dir), "--threads", "1"])
     assert result.exit_code == 0, result.output
@@ -60,8 +61,8 @@ def test_bench_two_presets_table(afrisenti_dir, monkeypatch, one_thread):
 def test_bench_compile_columns(afrisenti_dir, monkeypatch, one_thread):
     """--compile adds the two models again through torch.compile, and compares those two with each other
     (compilation itself is tested in test_bench.py; here it is replaced by the eager model, to stay quick)."""
-    monkeypatch.setattr(B, "TOKENIZER_TEXTS", 800)
-    monkeypatch.setattr(B, "compiled", lambda model: model)
+    monkeypatch.setattr(BC, "TOKENIZER_TEXTS", 800)
+    monkeypatch.setattr(BT, "compiled", lambda model: model)
     result = CliRunner().invoke(cli, ["bench", "--teacher", "tiny-teacher", "--student", "tiny-student", "--texts", "4",
                                       "-l", "hau", "--data-dir", str(afrisenti_dir), "--threads", "1", "--compile",
                                       "--json"])

@@ -1,5 +1,7 @@
 """Evaluation: metrics, teacher retention, model predictions and simple baselines.
 
+Model predictions run through `afrocomet.inference.predict_logits` (re-exported here).
+
 Metrics follow the AfriSenti-SemEval 2023 scorer: the official score is scikit-learn's
 `f1_score(average="weighted")`. Class ids are positions in `LABELS` (id2label = enumerate(LABELS)).
 """
@@ -18,6 +20,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from afrocomet.data.schema import LABELS
 from afrocomet.errors import AfroCometError
+from afrocomet.inference import predict_logits
 
 AVERAGED_KEYS: tuple[str, ...] = ("accuracy", "weighted_f1", "macro_f1")
 
@@ -98,54 +101,6 @@ def retention(
 # ---------------------------------------------------------------------------------------------
 
 
-def encode_batch(tokenizer, texts: Sequence[str], max_length: int, device: str | torch.device) -> dict[str, torch.Tensor]:
-    """Tokenize with truncation and dynamic padding (to the longest text in this batch)."""
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-    return {k: enc[k].to(device) for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
-
-
-def predict_logits(
-    model: torch.nn.Module,
-    tokenizer,
-    texts: Sequence[str],
-    *,
-    batch_size: int = 64,
-    max_length: int = 128,
-    device: str | torch.device = "cpu",
-) -> tuple[np.ndarray, int]:
-    """Class logits [len(texts), num_labels] as float32 numpy, and how many texts were truncated.
-
-    Texts are run longest first in batches padded to the batch's longest text, then put back in
-    their original order. The model runs in eval mode under `torch.inference_mode()`; its
-    train/eval mode is restored afterwards.
-    """
-    if batch_size < 1 or max_length < 2:
-        raise AfroCometError(f"batch_size must be >= 1 and max_length >= 2, got {batch_size} and {max_length}")
-    texts = list(texts)
-    num_labels = int(getattr(getattr(model, "config", None), "num_labels", 0) or 0)
-    if not texts:
-        return np.zeros((0, num_labels), dtype=np.float32), 0
-    # Full lengths (special tokens included) decide the order and the truncation count.
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]]
-    n_truncated = sum(n > max_length for n in lengths)
-    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-
-    was_training = model.training
-    model.to(device).eval()
-    chunks = []
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                batch = encode_batch(tokenizer, [texts[i] for i in order[start : start + batch_size]], max_length, device)
-                chunks.append(model(**batch).logits.float().cpu())  # [B, num_labels]
-    finally:
-        model.train(was_training)
-    sorted_logits = torch.cat(chunks).numpy()  # rows in `order`
-    logits = np.empty_like(sorted_logits)
-    logits[np.asarray(order)] = sorted_logits
-    return logits, n_truncated
-
-
 def predict_proba(model, tokenizer, texts: Sequence[str], *, batch_size: int = 64, max_length: int = 128,
                   device: str | torch.device = "cpu") -> tuple[np.ndarray, int]:
     """Class probabilities (softmax of `predict_logits`) and the truncation count."""
@@ -209,8 +164,9 @@ def majority_baseline(train_labels: Sequence[int | str], n_test: int) -> list:
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+def is_number(v: Any) -> bool:
+    """A finite real number (Python or numpy), not a bool: what tables and reports print as a number."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def format_table(
@@ -227,12 +183,12 @@ def format_table(
     are shown x100 (scores in [0, 1] as percentages). Missing or None values print as "-".
     """
     if metrics is None:
-        metrics = list(dict.fromkeys(k for r in rows.values() for k, v in r.items() if _is_number(v)))
+        metrics = list(dict.fromkeys(k for r in rows.values() for k, v in r.items() if is_number(v)))
 
     def cell(v: Any) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return "-"
-        if _is_number(v):
+        if is_number(v):
             v = float(v) * 100 if percent else float(v)
             return f"{v:.{digits}f}"
         return str(v).replace("|", "\\|")

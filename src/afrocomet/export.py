@@ -32,7 +32,7 @@ import torch
 
 from afrocomet.data.schema import DEFAULT_LANGUAGES
 from afrocomet.errors import AfroCometError
-from afrocomet.evaluate import predict_logits
+from afrocomet.inference import predict_logits
 from afrocomet.io import atomic_dir, atomic_write_json
 from afrocomet.models.build import first_line
 from afrocomet.onnx_model import INPUT_NAMES, INT8_FILE, ONNX_FILE, OUTPUT_NAME, import_onnxruntime, load_onnx_classifier

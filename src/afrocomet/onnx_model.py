@@ -6,7 +6,7 @@ An ONNX folder (written by `afrocomet.export`) holds `model.onnx` (fp32), option
 dynamic) and returns `logits` (float32 [batch, num_labels]).
 
 `OnnxClassifier` wraps an InferenceSession as a `torch.nn.Module` whose forward returns an object
-with `.logits`, so every helper written for PyTorch classifiers (`evaluate.predict_logits`,
+with `.logits`, so every helper written for PyTorch classifiers (`inference.predict_logits`,
 `bench.torch_predictor`, ...) runs it unchanged: same tokenization, batching and truncation.
 """
 

@@ -33,7 +33,8 @@ from transformers import (
 from afrocomet.data.afrisenti import _header_columns, _missing_file_error, _parse_row, _rows, load_afrisenti, read_tsv
 from afrocomet.data.schema import DEFAULT_LANGUAGES, LABELS, Example
 from afrocomet.errors import AfroCometError
-from afrocomet.evaluate import average_metrics, compute_metrics, predict_logits
+from afrocomet.evaluate import average_metrics, compute_metrics
+from afrocomet.inference import predict_logits
 from afrocomet.io import atomic_path
 from afrocomet.quiet import no_progress_bars
 from afrocomet.models.build import SAFE_WEIGHTS, check_weights, first_line

@@ -107,16 +107,20 @@ def epoch_order(data: Encoded, batch_size: int, seed: int, epoch: int, *, alpha:
     return batches
 
 
-def collate(data: Encoded, index: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad the chosen examples to the longest one: input_ids, attention_mask [b, s] (+ labels [b])."""
-    seqs = [data.ids[i] for i in index]
+def pad_ids(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids [b, s] padded with `pad_id` to the longest sequence, attention_mask [b, s] (1 = token)."""
     width = max(len(s) for s in seqs)
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for row, seq in enumerate(seqs):
         input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         attention_mask[row, : len(seq)] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def collate(data: Encoded, index: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad the chosen examples to the longest one: input_ids, attention_mask [b, s] (+ labels [b])."""
+    batch = pad_ids([data.ids[i] for i in index], pad_id)
     if data.labels is not None:
         batch["labels"] = torch.tensor([data.labels[i] for i in index], dtype=torch.long)
     return batch

@@ -1,0 +1,137 @@
+"""The efficiency schema: one model's measures, and teacher vs student, as `afrocomet bench --json`
+and the run's `results.json` (`efficiency`) both write them.
+
+A *column* (one model, `benchmark_model` / `benchmark_onnx`)::
+
+    parameters, disk_bytes          model_size: tensor elements, bytes of the weight files
+    weights_bytes                   parameters and buffers in memory (None for ONNX)
+    activation_peak_bytes           peak_memory of predicting the longest batch
+    memory_bytes                    weights_bytes + activation_peak_bytes (ONNX: peak of opening + one batch)
+    latency: {p50_ms, p95_ms, mean_ms, n, batch_size, threads}       measure_latency, batch 1
+    throughput: {texts_per_s, seconds, n, batch_size, threads}       measure_throughput
+
+`afrocomet bench` adds model, backend, device, max_length and tokens to each column.
+*Ratios* (`ratios`): how many times better the second column is than the reference, keyed by
+the measures of `MEASURES`: latency (p50), latency_p95, parameters, disk_bytes, memory_bytes
+(reference / column) and throughput (column / reference); None where undefined.
+`compare` (the run's `efficiency` block) is {teacher: column, student: column, ratios, device,
+threads, max_length, n_texts}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from afrocomet.bench.memory import peak_memory
+from afrocomet.bench.size import model_size, weights_bytes
+from afrocomet.bench.timing import Predictor, measure_latency, measure_throughput, torch_predictor
+
+# measure -> (its path in a column, whether higher is better); the order of every `ratios` dict
+MEASURES: dict[str, tuple[tuple[str, ...], bool]] = {
+    "latency": (("latency", "p50_ms"), False),
+    "latency_p95": (("latency", "p95_ms"), False),
+    "parameters": (("parameters",), False),
+    "disk_bytes": (("disk_bytes",), False),
+    "memory_bytes": (("memory_bytes",), False),
+    "throughput": (("throughput", "texts_per_s"), True),
+}
+
+
+def benchmark(predict: Predictor, texts: Sequence[str], *, latency_batch_size: int = 1, throughput_batch_size: int = 32,
+              warmup: int = 5, repeats: int | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Latency, throughput and the activation memory of the longest batch for one predictor."""
+    longest = sorted(texts, key=len, reverse=True)[:throughput_batch_size]
+    return {
+        "latency": measure_latency(predict, texts, batch_size=latency_batch_size, warmup=warmup, repeats=repeats),
+        "throughput": measure_throughput(predict, texts, batch_size=throughput_batch_size),
+        "activation_peak_bytes": peak_memory(lambda: predict(longest), device),
+    }
+
+
+def benchmark_model(model: torch.nn.Module, tokenizer, texts: Sequence[str], *, max_length: int = 128,
+                    device: str = "cpu", compile: bool = False, **kwargs) -> dict[str, Any]:
+    """`benchmark` of a PyTorch model plus its size; memory = weights + activation peak."""
+    predict = torch_predictor(model, tokenizer, max_length, device, compile=compile)
+    result = benchmark(predict, texts, device=device, **kwargs)
+    result.update(model_size(model))
+    result["weights_bytes"] = weights_bytes(model)
+    result["memory_bytes"] = result["weights_bytes"] + result["activation_peak_bytes"]
+    return result
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def value(column: Mapping[str, Any], measure: str) -> Any:
+    """A measure's value in a column (`latency` -> column["latency"]["p50_ms"]); None where absent."""
+    out: Any = column
+    for key in MEASURES[measure][0]:
+        out = out.get(key) if isinstance(out, Mapping) else None
+    return out
+
+
+def ratios(teacher: Mapping[str, Any], student: Mapping[str, Any]) -> dict[str, float | None]:
+    """How many times smaller/faster the student is (teacher/student; student/teacher throughput)."""
+    out = {}
+    for measure, (_, higher_is_better) in MEASURES.items():
+        t, s = value(teacher, measure), value(student, measure)
+        out[measure] = _ratio(s, t) if higher_is_better else _ratio(t, s)
+    return out
+
+
+def compare(teacher_model: torch.nn.Module, student_model: torch.nn.Module, tokenizer_t, tokenizer_s,
+            texts: Sequence[str], *, threads: int | None = None, max_length: int = 128, device: str = "cpu",
+            **kwargs) -> dict[str, Any]:
+    """Benchmark teacher and student on the same texts and settings; `ratios` summarises.
+
+    `threads` fixes torch's CPU thread count for the run (restored afterwards); keyword
+    arguments go to `benchmark` (batch sizes, warmup, repeats).
+    """
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        teacher = benchmark_model(teacher_model, tokenizer_t, texts, max_length=max_length, device=device, **kwargs)
+        student = benchmark_model(student_model, tokenizer_s, texts, max_length=max_length, device=device, **kwargs)
+        used_threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(old_threads)
+    return {"teacher": teacher, "student": student, "ratios": ratios(teacher, student),
+            "device": str(device), "threads": used_threads, "max_length": max_length, "n_texts": len(texts)}
+
+
+def benchmark_onnx(folder: str | Path, onnx_file: str, texts: Sequence[str], *, threads: int | None = None,
+                   max_length: int = 128, **kwargs) -> dict[str, Any]:
+    """`benchmark` of one ONNX file of an exported folder (ONNX Runtime, CPU) plus its size.
+
+    ONNX Runtime's memory is not torch tensors, so `memory_bytes` is the peak of opening the session
+    (weights, arena) and running the longest batch, measured the same way as `peak_memory`.
+    """
+    from afrocomet.predict import load_onnx
+
+    batch = kwargs.get("throughput_batch_size", 32)
+    longest = sorted(texts, key=len, reverse=True)[:batch]
+    opened: list = []
+
+    def open_and_run() -> None:
+        model, tokenizer, _ = load_onnx(folder, onnx_file, threads=threads)
+        opened.append((model, tokenizer))
+        torch_predictor(model, tokenizer, max_length)(longest)
+
+    open_and_run()  # once untimed: ONNX Runtime's one-time set-up is not this file's memory
+    opened.clear()
+    memory = peak_memory(open_and_run)
+    model, tokenizer = opened[0]
+    result = benchmark(torch_predictor(model, tokenizer, max_length), texts, **kwargs)
+    result.update(model_size(Path(folder) / onnx_file))
+    result.update(memory_bytes=memory, weights_bytes=None)
+    return result
+
+
+def compare_columns(columns: dict[str, dict[str, Any]], reference: str = "teacher") -> dict[str, dict]:
+    """`ratios` of the reference column against every other column (how many times smaller/faster)."""
+    return {name: ratios(columns[reference], col) for name, col in columns.items() if name != reference}

@@ -1,0 +1,85 @@
+"""afrocomet.inference: the one prediction loop keeps each path's batches, padding, order and dtype."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from afrocomet.data.batching import collate, encode  # noqa: E402
+from afrocomet.errors import AfroCometError  # noqa: E402
+from afrocomet.inference import predict_ids, predict_logits, text_predictor  # noqa: E402
+
+from helpers import WORDS, tiny_model, tiny_tokenizer  # noqa: E402
+
+
+class Recorder(torch.nn.Module):
+    """Wraps a model and records the input_ids of every batch it sees."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config, self.seen = model, model.config, []
+
+    def forward(self, **batch):
+        self.seen.append(batch["input_ids"].clone())
+        return self.model(**batch)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    tokenizer = tiny_tokenizer()
+    rng = random.Random(5)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 14))) for _ in range(23)]
+    torch.manual_seed(0)
+    return tokenizer, texts, tiny_model(len(tokenizer))
+
+
+def test_predict_ids_is_the_runs_loop(setup):
+    """Shortest first, batches of `collate`'s padding, input order back: exactly what the run computed."""
+    tokenizer, texts, model = setup
+    data = encode(tokenizer, texts, 12)
+    pad = tokenizer.pad_token_id
+    order = sorted(range(len(data)), key=lambda i: len(data.ids[i]))
+    expected = np.zeros((len(data), 3), dtype=np.float32)
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), 5):
+            index = order[start:start + 5]
+            batch = collate(data, index, pad)
+            expected[index] = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.numpy()
+
+    recorder = Recorder(model).train()
+    got = predict_ids(recorder, data.ids, pad, batch_size=5, device="cpu")
+    assert recorder.training and got.dtype == np.float32
+    assert np.array_equal(got, expected)  # same batches, same padding: bit for bit
+    assert [b.shape[0] for b in recorder.seen] == [5, 5, 5, 5, 3]
+    assert torch.equal(recorder.seen[0], collate(data, order[:5], pad)["input_ids"])
+    assert predict_ids(model, [], pad).shape == (0, 3)
+    with pytest.raises(AfroCometError):
+        predict_ids(model, data.ids, pad, batch_size=0)
+
+
+def test_predict_logits_longest_first_and_text_predictor_as_given(setup):
+    tokenizer, texts, model = setup
+    recorder = Recorder(model)
+    logits, n_truncated = predict_logits(recorder, tokenizer, texts, batch_size=4, max_length=10)
+    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    assert n_truncated == sum(n > 10 for n in lengths)
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    first = tokenizer([texts[i] for i in order[:4]], truncation=True, max_length=10, padding=True,
+                      return_tensors="pt")["input_ids"]
+    assert torch.equal(recorder.seen[0], first)  # the four longest texts, padded to the longest of them
+    assert len(recorder.seen) == 6
+
+    recorder.seen.clear()
+    predict = text_predictor(recorder, tokenizer, max_length=10)
+    batch = [texts[i] for i in order[:4]]
+    assert np.array_equal(predict(batch), logits[order[:4]])  # the same batch gives the same logits
+    assert len(recorder.seen) == 1 and torch.equal(recorder.seen[0], first)
+    with_autocast = predict_logits(model, tokenizer, texts, batch_size=4, max_length=10, autocast=True)[0]
+    assert np.array_equal(with_autocast, logits)  # autocast is fp32 on the CPU
