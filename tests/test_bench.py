@@ -116,6 +116,11 @@ def test_compare_has_each_side_and_ratios(setup):
     assert ratios["parameters"] > 1 and ratios["disk_bytes"] > 1
     assert ratios["parameters"] == pytest.approx(result["teacher"]["parameters"] / result["student"]["parameters"])
     assert ratios["latency"] > 0 and ratios["throughput"] > 0
+    # The run stores this result as its `efficiency` block; the report reads every measure of it.
+    from afrocomet.report.efficiency import EFFICIENCY, _efficiency_rows
+
+    rows = _efficiency_rows({"efficiency": result})
+    assert len(rows) == len(EFFICIENCY) and all("-" not in row.values() for row in rows.values()), rows
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -68,10 +68,10 @@ def full_results(out_dir: Path) -> dict:
         "average": {s: {"accuracy": np.mean(F1[s]) + 0.01, "weighted_f1": float(np.mean(F1[s])),
                         "macro_f1": np.mean(F1[s]) - 0.02} for s in SYSTEMS},
         "retention": {"accuracy": 0.96, "weighted_f1": 0.9504, "macro_f1": 0.94},
-        "efficiency": {"teacher": {"parameters": 5_400_000, "disk_bytes": 21_600_000, "latency_ms_p50": 3.1,
-                                   "latency_ms_p95": 4.0, "texts_per_s": 900.0, "peak_memory_bytes": 123_456_789},
-                       "student": {"parameters": 666_000, "disk_bytes": 2_700_000, "latency_ms_p50": 0.6,
-                                   "latency_ms_p95": 0.9, "texts_per_s": 3600.0, "peak_memory_bytes": 41_000_000},
+        "efficiency": {"teacher": {"parameters": 5_400_000, "disk_bytes": 21_600_000, "memory_bytes": 123_456_789,
+                                   "latency": {"p50_ms": 3.1, "p95_ms": 4.0}, "throughput": {"texts_per_s": 900.0}},
+                       "student": {"parameters": 666_000, "disk_bytes": 2_700_000, "memory_bytes": 41_000_000,
+                                   "latency": {"p50_ms": 0.6, "p95_ms": 0.9}, "throughput": {"texts_per_s": 3600.0}},
                        "device": "cpu", "threads": 2},
         "stages": stages, "truncated": {"hau": 3, "ibo": 0}, "seeds": [0, 1, 2],
         "config": {"model": {"teacher": "demo-teacher", "student": "demo-student"}, "data": {"max_length": 128},
@@ -110,6 +110,8 @@ def test_full_report(tmp_path, caplog):
     assert "| size on disk | 21.6 MB | 2.7 MB | 8.0× smaller |" in report
     assert "| latency p50 | 3.10 ms | 0.60 ms | 5.2× faster |" in report
     assert "| throughput | 900 texts/s | 3,600 texts/s | 4.0× higher |" in report
+    assert "| latency p95 | 4.00 ms | 0.90 ms | 4.4× faster |" in report
+    assert "| peak memory | 123.5 MB | 41.0 MB | 3.0× smaller |" in report
     # Run description, stages, truncation, licence.
     assert "**total wall time**: 13 min 32 s" in report and "**seeds**: 0, 1, 2" in report
     assert "**test examples**: hau 5,303, ibo 3,682" in report and "cpu, 2 threads" in report
@@ -197,8 +199,8 @@ def test_model_card_of_other_systems(tmp_path, system):
         assert "This card describes the ablation `student_kd_only`: KD only (logits + labels)." in card
 
 
-def test_efficiency_in_bench_compare_shape_and_log_paths(tmp_path):
-    """`bench.compare` nests latency/throughput; logs may be absolute or only at logs/<name>/log.jsonl."""
+def test_efficiency_with_missing_values_and_log_paths(tmp_path):
+    """Missing measures print "-" (or the run's ratio); logs may be absolute or only at logs/<name>/log.jsonl."""
     bench = {"teacher": {"parameters": 2_000_000_000, "disk_bytes": 1_500, "memory_bytes": 3e9,
                          "latency": {"p50_ms": 250.0, "p95_ms": 1500.0}, "throughput": {"texts_per_s": 40.0}},
              "student": {"parameters": 500, "latency": {"p50_ms": 50.0}},
