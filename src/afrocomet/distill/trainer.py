@@ -4,6 +4,13 @@ Every stage of a run goes through `train_stage`: teacher pretraining (MLM labels
 fine-tuning (gold labels only), stage 1 (MLM KD + attention + MLM labels), stage 2 (class KD +
 attention + gold labels). Which terms exist follows from the stage's weights and whether a teacher
 is given; a weight of 0 removes a term (it is neither computed nor logged).
+
+`train_stage` reads as one optimisation step: a batch, forward and backward (`_micro_step`), and
+every `grad_accum` batches the optimizer's step. Its collaborators each have one job: the adaptor
+and loss module (objective.py), the step plan and optimizer (optimization.py), dev evaluation and
+early stopping (early_stopping.py), the log and progress bar (steplog.py), checkpoints
+(checkpoint.py), processes (parallel.py), the memory and invariant pre-flight (memory.py,
+invariants.py). None of them imports the doctor (doctor.py imports the trainer).
 """
 
 from __future__ import annotations
