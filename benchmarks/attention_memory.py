@@ -81,9 +81,9 @@ def worker(mode: str, seq: int, batch: int, teacher_name: str, student_name: str
     """One configuration, measured in this (fresh) process."""
     from afrocomet.bench import peak_memory
     from afrocomet.config import StageConfig
-    from afrocomet.distill.doctor import estimate_memory
+    from afrocomet.distill.memory import estimate_memory
     from afrocomet.device import autocast_for
-    from afrocomet.distill.trainer import HybridLoss
+    from afrocomet.distill.objective import HybridLoss
 
     dev = torch.device(device)
     t0 = time.perf_counter()
@@ -130,7 +130,7 @@ def worker(mode: str, seq: int, batch: int, teacher_name: str, student_name: str
 
 def run_one(mode: str, seq: int, batch: int, args) -> dict:
     """Run `worker` in a fresh interpreter; a naive projection too big for memory is not started."""
-    from afrocomet.distill.doctor import available_memory
+    from afrocomet.distill.memory import available_memory
 
     if mode == "naive-linear":
         need = 16 * naive_parameters(seq)  # fp32 weights + grads + AdamW's two moments

@@ -33,7 +33,7 @@ from common import busy_before, machine, mlm_batch, now, random_model, table, ti
 
 from afrocomet.config import StageConfig  # noqa: E402
 from afrocomet.device import autocast_for  # noqa: E402
-from afrocomet.distill.trainer import HybridLoss, model_outputs  # noqa: E402
+from afrocomet.distill.objective import HybridLoss, model_outputs  # noqa: E402
 
 ROWS = ("baseline", "kd-only", "hybrid-mean", "hybrid-projection", "hybrid-relations")
 

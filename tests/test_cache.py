@@ -10,7 +10,8 @@ import torch
 from afrocomet.config import StageConfig
 from afrocomet.data.batching import collate, encode
 from afrocomet.distill.cache import TeacherCache, build_cache, cache_dir, cache_key, cached_layers
-from afrocomet.distill.trainer import HybridLoss, train_stage
+from afrocomet.distill.objective import HybridLoss
+from afrocomet.distill.trainer import train_stage
 from afrocomet.models.build import build_model
 from helpers import WORDS, tiny_tokenizer
 
@@ -49,7 +50,7 @@ def stage(**overrides) -> StageConfig:
 
 def count_forwards(model) -> list[int]:
     """Forward passes of `model`, leaving out the pre-flight invariant checks on a few examples."""
-    from afrocomet.distill.trainer import PREFLIGHT_EXAMPLES
+    from afrocomet.distill.invariants import PREFLIGHT_EXAMPLES
 
     calls = [0]
 

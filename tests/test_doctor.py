@@ -1,4 +1,4 @@
-"""Pre-flight checks (distill/doctor.py): memory estimates, KD invariants, overfit test, run_doctor."""
+"""Pre-flight checks: memory estimate, KD invariants, overfit test, run_doctor (distill/memory, invariants, doctor)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 
 import afrocomet.distill.doctor as doctor
+import afrocomet.distill.invariants as invariants
 import afrocomet.distill.losses as losses
 import afrocomet.distill.matching as matching
+import afrocomet.distill.memory as memory
 import afrocomet.models.attention as attention
 from afrocomet.config import DataConfig, ModelConfig, RunConfig, StageConfig
 from afrocomet.data.afrisenti import read_tsv
@@ -49,7 +51,7 @@ def checks_for(tok, data, kind="distill-task", matching_mode="mean", teacher_mod
         teacher.train()
     cfg = StageConfig(name="s", kind=kind, matching=matching_mode, **stage)
     batch = collate(data, range(8), tok.pad_token_id)
-    return {c.name: c for c in doctor.check_invariants(student, teacher, tok, cfg, batch)}
+    return {c.name: c for c in invariants.check_invariants(student, teacher, tok, cfg, batch)}
 
 
 # -- memory ------------------------------------------------------------------------------------------
@@ -57,7 +59,7 @@ def checks_for(tok, data, kind="distill-task", matching_mode="mean", teacher_mod
 
 def paper_estimate(**stage):
     cfg = StageConfig(kind="distill-mlm", **{"batch_size": 8, **stage})
-    return doctor.estimate_memory(get_preset("comet").to_config(), get_preset("afroxlmr-large").to_config(), cfg, 128)
+    return memory.estimate_memory(get_preset("comet").to_config(), get_preset("afroxlmr-large").to_config(), cfg, 128)
 
 
 def test_estimate_counts_the_paper_models():
@@ -76,10 +78,10 @@ def test_estimate_scales_as_it_should():
     # masked-LM logits: only at masked positions, so proportional to the masking rate
     assert paper_estimate(mlm_probability=0.3)["logits"] == pytest.approx(2 * base["logits"], rel=0.01)
     assert paper_estimate(attention_weight=0.0)["attention_maps"] == 0
-    long = doctor.estimate_memory(get_preset("comet").to_config(), get_preset("afroxlmr-large").to_config(),
+    long = memory.estimate_memory(get_preset("comet").to_config(), get_preset("afroxlmr-large").to_config(),
                                   StageConfig(kind="distill-mlm", batch_size=8), 256)
     assert long["attention_maps"] == 4 * base["attention_maps"]  # b·s² maps
-    no_teacher = doctor.estimate_memory(get_preset("comet").to_config(), None, StageConfig(kind="distill-mlm"), 128)
+    no_teacher = memory.estimate_memory(get_preset("comet").to_config(), None, StageConfig(kind="distill-mlm"), 128)
     assert no_teacher["teacher_weights"] == no_teacher["attention_maps"] == 0
 
 
@@ -87,7 +89,7 @@ def test_train_stage_stops_before_a_step_that_cannot_fit(tok_data, monkeypatch):
     tok, data = tok_data
     student, teacher = models(tok, "distill-task")
     before = {k: v.clone() for k, v in student.state_dict().items()}
-    monkeypatch.setattr(doctor, "available_memory", lambda device="cpu": 1000)
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": 1000)
     with pytest.raises(AfroCometError, match="needs about .* lower batch_size") as info:
         train_stage(StageConfig(kind="distill-task", max_steps=2), student, data, tokenizer=tok, teacher=teacher,
                     progress=False)
@@ -223,5 +225,5 @@ def test_run_doctor_refuses_what_cannot_fit(afrisenti_dir):
 
 
 def test_format_checks_shows_failures():
-    table = doctor.format_checks([doctor.Check("a", True, "fine", "s1"), doctor.Check("b", False, "broken", "s1")])
+    table = doctor.format_checks([invariants.Check("a", True, "fine", "s1"), invariants.Check("b", False, "broken", "s1")])
     assert "FAIL" in table.splitlines()[2] and "broken" in table

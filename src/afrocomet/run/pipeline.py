@@ -181,7 +181,7 @@ def dev_f1(dev: dict[str, Encoded], pad_id: int, device) -> Callable[[nn.Module]
 
 def dev_mlm(dev: dict[str, Encoded], tokenizer, device, limit: int = 512, seed: int = 1234) -> Callable[[nn.Module], float]:
     """Dev score for masked-LM stages: minus the MLM loss on a fixed, fixed-mask dev sample."""
-    from afrocomet.distill.trainer import model_outputs
+    from afrocomet.distill.objective import model_outputs
 
     data = Encoded.concat(list(dev.values()))
     index = np.random.default_rng(seed).permutation(len(data))[:limit]
@@ -285,7 +285,8 @@ class Context:
         """
         from afrocomet.distill.checkpoint import is_finished, list_checkpoints, load_finished, save_finished
         from afrocomet.distill.parallel import processes
-        from afrocomet.distill.trainer import stage_task, train_stage
+        from afrocomet.distill.objective import stage_task
+        from afrocomet.distill.trainer import train_stage
 
         name = f"{stage.name}{tag}"
         record, checkpoints = self.state / "stages" / name, self.state / "checkpoints" / name

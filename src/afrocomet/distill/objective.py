@@ -1,0 +1,91 @@
+"""The objective of a stage: the adaptor from model outputs to the small dict the losses see, and
+the loss module that weighs a stage's terms (hard labels, KD, attention matching).
+
+A stage kind decides the task (`stage_task`); the weights of the stage decide which terms exist
+(a weight of 0 removes a term: it is neither computed nor logged).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from afrocomet.config import StageConfig
+from afrocomet.distill import losses as L
+from afrocomet.distill.weighting import LossBalancer
+from afrocomet.errors import AfroCometError
+
+MLM_KINDS = ("teacher-pretrain", "distill-mlm")
+DISTILL_KINDS = ("distill-mlm", "distill-task")
+
+
+def stage_task(kind: str) -> str:
+    return "mlm" if kind in MLM_KINDS else "classification"
+
+
+def model_outputs(model: nn.Module, batch: dict[str, torch.Tensor], task: str) -> dict[str, torch.Tensor]:
+    """The adaptor: a model's outputs as the small dict the losses see (`logits`, `labels`).
+
+    For masked LM, hidden states are gathered at the masked positions *before* the vocabulary
+    projection, so logits are [n_masked, vocab] and never [batch, seq, vocab].
+    """
+    if task == "mlm":
+        hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+        selected = batch["mlm_labels"] != -100  # [b, s]
+        logits = model.lm_head(hidden[selected])  # [n_masked, vocab]
+        return {"logits": logits, "labels": batch["mlm_labels"][selected]}
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [b, classes]
+    return {"logits": logits, "labels": batch.get("labels")}
+
+
+class HybridLoss(nn.Module):
+    """The loss terms of one stage. Holds the attention matcher (whose parameters, in projection
+    mode, train with the student) and the captures on the matched layers only."""
+
+    def __init__(self, cfg: StageConfig, student: nn.Module, teacher: nn.Module | None):
+        super().__init__()
+        self.cfg = cfg
+        self.task = stage_task(cfg.kind)
+        weights = {"hard": cfg.hard_weight}
+        if teacher is not None:
+            weights.update(kd=cfg.kd_weight, attention=cfg.attention_weight)
+        self.weights = {k: w for k, w in weights.items() if w > 0}
+        if not self.weights:
+            raise AfroCometError(f"stage '{cfg.name}': every loss weight is 0, nothing to train")
+        self.balancer = LossBalancer(self.weights, cfg.adaptive)
+        self.uses_teacher = "kd" in self.weights or "attention" in self.weights
+        self.matcher = None
+        self.cache = None  # a distill.cache.TeacherCache standing in for the teacher (set by the trainer)
+        if "attention" in self.weights:
+            from afrocomet.distill.matching import build_matcher
+
+            self.matcher = build_matcher(cfg.matching, student.config, teacher.config, cfg.layer_map,
+                                         loss=cfg.attention_loss, relation_heads=cfg.relation_heads)
+
+    def forward(self, student: nn.Module, teacher: nn.Module | None, batch: dict[str, torch.Tensor],
+                temperature: float) -> dict[str, torch.Tensor]:
+        # hooks on the matched layers only, for this forward pass (the student's only when cached)
+        live = teacher if self.cache is None else None
+        with self.matcher.capture(student, live) if self.matcher else contextlib.nullcontext():
+            s_out = model_outputs(student, batch, self.task)
+            t_out = self.teacher_outputs(teacher, batch) if self.uses_teacher else {}
+            losses: dict[str, torch.Tensor] = {}
+            if "hard" in self.weights:
+                losses["hard"] = L.hard_label_loss(s_out["logits"], s_out["labels"])
+            if "kd" in self.weights:
+                losses["kd"] = L.kd_loss(s_out["logits"], t_out["logits"], temperature)
+            if "attention" in self.weights:
+                losses["attention"] = self.matcher.loss(batch["attention_mask"], teacher=t_out.get("attention"))
+        return losses
+
+    def teacher_outputs(self, teacher: nn.Module | None, batch: dict[str, torch.Tensor]) -> dict:
+        """The teacher's `logits` (and, from the cache, its pooled maps under `attention`): read from
+        the cache for the batch's example `index` when there is one, else a live forward pass (whose
+        maps the matcher's teacher capture keeps)."""
+        if self.cache is not None:
+            return self.cache.outputs(batch["index"], batch["attention_mask"], attention=self.matcher is not None)
+        with torch.inference_mode():  # frozen, eval mode, never wrapped for gradients
+            t_out = model_outputs(teacher, batch, self.task)
+        return {k: v.clone() for k, v in t_out.items() if v is not None}  # leave inference mode
