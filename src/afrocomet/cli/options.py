@@ -2,8 +2,8 @@
 
 A config field (afrocomet.config) becomes a flag when its `metadata` has "help". Other keys, where
 the flag differs from what the field's name and type give:
-  flag             the flag ("--no-ablations" sets the field to the opposite of its default;
-                   "--trim-vocab/--no-trim-vocab" sets it either way); default: --field-name
+  flag             the flag; default: --field-name. A bool field's flag sets the opposite of its
+                   default (so name it --no-... when that is true); "--a/--no-a" sets it either way
   short            a short flag as well, e.g. "-l"
   choices          the values allowed (a str field)
   min              the least value allowed (an int field)
