@@ -19,7 +19,7 @@ from afrocomet.cli.model_cmds import bench, evaluate, export, predict
 from afrocomet.cli.run_cmd import _resolve_config, config_cmd, distill, run
 from afrocomet.errors import AfroCometError
 
-__all__ = ["cli", "main", "run", "_resolve_config"]
+__all__ = ["cli", "main", "run", "_resolve_config"]  # run and _resolve_config: the tests build configs with them
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
