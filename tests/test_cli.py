@@ -81,3 +81,67 @@ def test_bad_flags(flag, value, needle, capsys):
 
     with pytest.raises(AfroCometError, match=needle):
         _resolve_config(None, _opts(**{flag: value}))
+
+
+RUN_FLAGS = {  # the flags of `afrocomet run` / `distill` as users know them: names never change silently
+    "--config", "--out", "--quick", "--languages", "-l", "--teacher", "--student", "--data-dir", "--train", "--dev",
+    "--test", "--extra-text", "--seed", "--seeds", "--device", "--kd-weight", "--attention-weight", "--hard-weight",
+    "--temperature", "--matching", "--attention-loss", "--adaptive", "--layer-map", "--per-language",
+    "--sampling-alpha", "--alpha-candidates", "--compare-adaptive", "--no-ablations", "--student-init",
+    "--compare-init", "--no-teacher-cache", "--trust-remote-code", "--trim-vocab", "--no-trim-vocab", "--overwrite",
+    "--quiet", "--num-processes", "--resume", "--help", "-h"}
+
+
+@pytest.mark.parametrize("command", ["run", "distill"])
+def test_run_flags_keep_their_names(command):
+    from afrocomet.cli import cli
+
+    params = cli.commands[command].params
+    flags = {flag for p in params for flag in (*p.opts, *p.secondary_opts)} | {"--help", "-h"}
+    assert flags == RUN_FLAGS
+
+
+def _stage_values(config, name):
+    return {json.dumps(getattr(s, name)) for s in config.stages if s.kind.startswith("distill")}
+
+
+@pytest.mark.parametrize("argv, read, expected", [
+    (["-l", "hau", "--languages", "yor,swa"], lambda c: c.data.languages, ["hau", "yor", "swa"]),
+    (["--teacher", "some/model"], lambda c: c.model.teacher, "some/model"),
+    (["--student", "comet"], lambda c: c.model.student, "comet"),
+    (["--train", "a.tsv", "--dev", "b.tsv", "--test", "c.tsv"], lambda c: (c.data.train, c.data.dev, c.data.test),
+     ("a.tsv", "b.tsv", "c.tsv")),
+    (["--extra-text", "a,b.txt", "--extra-text", "c.txt"], lambda c: c.data.extra_text, ["a,b.txt", "c.txt"]),
+    (["--device", "cpu"], lambda c: c.device, "cpu"),
+    (["--attention-weight", "0", "--hard-weight", "2"],
+     lambda c: (_stage_values(c, "attention_weight"), _stage_values(c, "hard_weight")), ({"0.0"}, {"2.0"})),
+    (["--attention-loss", "mse", "--adaptive", "magnitude"],
+     lambda c: (_stage_values(c, "attention_loss"), _stage_values(c, "adaptive")), ({'"mse"'}, {'"magnitude"'})),
+    (["--per-language", "--compare-init", "--trust-remote-code"],
+     lambda c: (c.data.per_language, c.compare_init, c.model.trust_remote_code), (True, True, True)),
+    (["--sampling-alpha", "0.7"], lambda c: (c.data.sampling_alpha, c.data.alpha_candidates), (0.7, [])),
+    (["--sampling-alpha", "0.7", "--alpha-candidates", "0,1"], lambda c: c.data.alpha_candidates, [0.0, 1.0]),
+    (["--alpha-candidates", ""], lambda c: c.data.alpha_candidates, []),
+    (["--compare-adaptive", "uncertainty"], lambda c: c.compare_adaptive, "uncertainty"),
+    (["--trim-vocab"], lambda c: c.model.trim_vocab, True),
+    (["--teacher", "some/model", "--no-trim-vocab"], lambda c: c.model.trim_vocab, False),
+    (["--teacher", "some/model"], lambda c: c.model.trim_vocab, True),  # unset: the default config's choice
+])
+def test_every_flag_reaches_its_field(argv, read, expected):
+    from afrocomet.cli import run
+
+    params = run.make_context("run", ["--quick", *argv]).params
+    assert read(_resolve_config(params.pop("config_file"), params)) == expected
+
+
+def test_flags_override_a_config_file_and_leave_the_rest(tmp_path):
+    from afrocomet.cli import run
+    from afrocomet.config import save_config
+    from afrocomet.run import default_config
+
+    config = default_config(quick=True)
+    config.out, config.seed, config.data.languages = str(tmp_path / "from-file"), 5, ["yor"]
+    save_config(config, tmp_path / "c.yaml")
+    params = run.make_context("run", ["--config", str(tmp_path / "c.yaml"), "--seed", "9"]).params
+    resolved = _resolve_config(params.pop("config_file"), params)
+    assert resolved.seed == 9 and resolved.out == str(tmp_path / "from-file") and resolved.data.languages == ["yor"]

@@ -24,34 +24,47 @@ MATCHING_MODES = ("mean", "projection", "relations")
 ADAPTIVE_MODES = ("none", "magnitude", "uncertainty")
 
 
+# A field whose metadata has "help" is a flag of `afrocomet run` / `distill` (keys: afrocomet/cli/options.py).
 @dataclass
 class DataConfig:
-    languages: list[str] = field(default_factory=lambda: list(DEFAULT_LANGUAGES))
-    data_dir: str | None = None  # AfriSenti folder; else $AFROCOMET_DATA, the cache, then download
+    languages: list[str] = field(default_factory=lambda: list(DEFAULT_LANGUAGES), metadata={
+        "help": "AfriSenti languages, e.g. hau,swa (default: the five).", "short": "-l", "comma_separated": True})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "AfriSenti folder; default $AFROCOMET_DATA, then the cache, then download.", "folder": True})
     download: bool = True  # allow downloading AfriSenti from the pinned upstream commit
-    train: str | None = None  # a user's own TSV files (instead of AfriSenti)
-    dev: str | None = None
-    test: str | None = None
-    extra_text: list[str] = field(default_factory=list)  # unlabelled text files for stage 1
+    # a user's own TSV files (instead of AfriSenti)
+    train: str | None = field(default=None, metadata={"help": "Your own train TSV (tweet/text, label, optional ID)."})
+    dev: str | None = field(default=None, metadata={"help": "Your own dev TSV (default: 10% of train)."})
+    test: str | None = field(default=None, metadata={"help": "Your own test TSV."})
+    extra_text: list[str] = field(default_factory=list, metadata={
+        "help": "Unlabelled text file (one text a line) for stage 1."})
     max_length: int = 128  # tokens per text, including <s> and </s>
-    sampling_alpha: float = 0.5  # language sampling p ∝ n^alpha (1 = proportional, 0 = uniform)
+    sampling_alpha: float = field(default=0.5, metadata={  # 1 = proportional, 0 = uniform
+        "help": "Language sampling p ∝ n^alpha, fixed (no search on dev unless --alpha-candidates)."})
     # choose alpha on dev: a short stage-2 run of the hybrid student per candidate, the best dev score
     # wins ([] = no search: sampling_alpha is used). 0.3 is XLM-R's, 1.0 samples in proportion to size.
-    alpha_candidates: list[float] = field(default_factory=lambda: [0.3, 0.5, 1.0])
+    alpha_candidates: list[float] = field(default_factory=lambda: [0.3, 0.5, 1.0], metadata={
+        "help": "Choose alpha on dev among these (default 0.3,0.5,1.0; '' = no search)."})
     alpha_search_steps: int = 400  # optimiser steps per candidate
-    per_language: bool = False  # one student per language instead of one multilingual student
+    per_language: bool = field(default=False, metadata={
+        "help": "One student per language instead of one multilingual student."})
 
 
 @dataclass
 class ModelConfig:
-    teacher: str = "demo-teacher"  # preset name, Hugging Face model id or local folder
-    student: str = "demo-student"  # preset name or local folder
+    teacher: str = field(default="demo-teacher", metadata={  # preset name, Hugging Face model id or local folder
+        "help": "Teacher: preset, Hugging Face id (Davlan/afro-xlmr-large) or folder."})
+    student: str = field(default="demo-student", metadata={  # preset name or local folder
+        "help": "Student preset (comet, demo-student, ...) or folder."})
     tokenizer: str | None = None  # None: the teacher's own, or one trained on train text for presets
     vocab_size: int = 8000  # size of the trained tokenizer (presets only)
     tokenizer_sample: int | None = None  # train the tokenizer on at most this many train texts (None: all)
-    trust_remote_code: bool = False
-    trim_vocab: bool = False  # keep only the vocabulary rows the training text uses (teacher and student)
-    student_init: str = "random"  # "random" or "teacher" (PCA projection of the teacher: models/init.py)
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow code shipped with a Hub model to run."})
+    trim_vocab: bool = field(default=False, metadata={
+        "help": "Keep only the vocabulary rows the training text uses, in teacher and student, before stage 1 "
+                "(default: on with a Hub/folder teacher).", "flag": "--trim-vocab/--no-trim-vocab"})
+    student_init: str = field(default="random", metadata={  # "teacher": PCA projection (models/init.py)
+        "help": "Student weights: random, or a PCA projection of the teacher's.", "choices": ("random", "teacher")})
 
 
 @dataclass
@@ -67,19 +80,23 @@ class StageConfig:
     warmup_ratio: float = 0.06
     max_grad_norm: float = 1.0
     # hybrid loss: weights of each term (0 removes the term), temperature of the soft targets
-    kd_weight: float = 1.0
-    attention_weight: float = 1.0
-    hard_weight: float = 1.0
-    temperature: float = 2.0
+    kd_weight: float = field(default=1.0, metadata={"help": "Weight of logit KD."})
+    attention_weight: float = field(default=1.0, metadata={"help": "Weight of attention matching."})
+    hard_weight: float = field(default=1.0, metadata={"help": "Weight of the hard-label loss."})
+    temperature: float = field(default=2.0, metadata={"help": "Soft-target temperature T."})
     final_temperature: float | None = None  # if set, T moves linearly to it over the stage
-    adaptive: str = "none"  # one of ADAPTIVE_MODES: balance loss terms as training goes
+    adaptive: str = field(default="none", metadata={
+        "help": "Balance the loss terms as training goes.", "choices": ADAPTIVE_MODES})
     # attention matching
-    matching: str = "mean"  # one of MATCHING_MODES
-    attention_loss: str = "kl"  # "kl" or "mse"
-    layer_map: list[list[int]] | None = None  # [[student_layer, teacher_layer], ...]; None = uniform
+    matching: str = field(default="mean", metadata={"help": "Attention matching mode.", "choices": MATCHING_MODES})
+    attention_loss: str = field(default="kl", metadata={"help": "Loss on attention maps.", "choices": ("kl", "mse")})
+    layer_map: list[list[int]] | None = field(default=None, metadata={  # [[student, teacher], ...]; None = uniform
+        "help": "Student:teacher layer pairs, e.g. 0:5,1:11,2:17,3:23 (0-based)."})
     relation_heads: int | None = None  # relations mode; None = student's head count
     # distill-task: read the teacher's outputs from a cache instead of running it (where exact)
-    teacher_cache: bool = True
+    teacher_cache: bool = field(default=True, metadata={
+        "help": "Run the teacher every step of stage 2 instead of reading its cached outputs.",
+        "flag": "--no-teacher-cache", "all_stages": True})
     # masked LM
     mlm_probability: float = 0.15
     # evaluation
@@ -93,14 +110,19 @@ class StageConfig:
 
 @dataclass
 class RunConfig:
-    out: str = "runs/afrocomet"
-    seed: int = 0
-    seeds: int = 1  # repeat the student stages with this many seeds
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    out: str = field(default="runs/afrocomet", metadata={
+        "help": "Output folder (default runs/afrocomet, or runs/quick with --quick).", "folder": True})
+    seed: int = field(default=0, metadata={"help": "Random seed."})
+    seeds: int = field(default=1, metadata={"help": "Repeat the student stages with N seeds.", "min": 1})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1 ..."})
     quick: bool = False
-    ablations: bool = True  # also train student_kd_only and student_no_distill
-    compare_adaptive: str = "none"  # an ADAPTIVE_MODES entry: also train student_adaptive with it
-    compare_init: bool = False  # also train a student with the other model.student_init
+    ablations: bool = field(default=True, metadata={  # also train student_kd_only and student_no_distill
+        "help": "Train only the hybrid student (no kd-only / no-distill).", "flag": "--no-ablations"})
+    compare_adaptive: str = field(default="none", metadata={
+        "help": "Also train student_adaptive with this loss balancing and report which won.",
+        "choices": ADAPTIVE_MODES})
+    compare_init: bool = field(default=False, metadata={
+        "help": "Also train the hybrid student with the other --student-init."})
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stages: list[StageConfig] = field(default_factory=list)

@@ -1,0 +1,72 @@
+"""The `afrocomet` command. Thin: resolves options, calls the Python API, prints.
+
+Every `AfroCometError` becomes one line on stderr (`afrocomet: error: ...`) and exit code 2.
+The commands live by job: run_cmd (run, distill, config), model_cmds (predict, evaluate, export,
+bench), data_cmds (presets, data, train-tokenizer, trim-vocab), doctor_cmd; options.py makes the
+flags of run/distill from the config fields.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import click
+
+from afrocomet.cli.data_cmds import data, presets, train_tokenizer_cmd, trim_vocab_cmd
+from afrocomet.cli.doctor_cmd import doctor
+from afrocomet.cli.model_cmds import bench, evaluate, export, predict
+from afrocomet.cli.run_cmd import _resolve_config, config_cmd, distill, run
+from afrocomet.errors import AfroCometError
+
+__all__ = ["cli", "main", "run", "_resolve_config"]  # run and _resolve_config: the tests build configs with them
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="afrocomet")
+def cli() -> None:
+    """Hybrid knowledge distillation of multilingual models for African languages (AfroXLMR-Comet)."""
+
+
+for _command in (presets, data, train_tokenizer_cmd, trim_vocab_cmd, config_cmd, run, distill, predict, evaluate,
+                 export, bench, doctor):
+    cli.add_command(_command)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: temporary output is removed, nothing half-written
+
+
+_NO_ARGS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
+def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    args = list(sys.argv[1:] if argv is None else argv)  # kept to start it again under `accelerate launch`
+    try:
+        cli.main(args=argv, prog_name="afrocomet", standalone_mode=False, obj={"argv": args})
+    except AfroCometError as exc:
+        click.echo(f"afrocomet: error: {exc}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("afrocomet: interrupted", err=True)
+        return 130
+    except _NO_ARGS_HELP as exc:  # `afrocomet` alone: the help text, as click shows it
+        exc.show()
+        return exc.exit_code
+    except click.ClickException as exc:  # a bad flag or value: one line too, naming the option
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) else "afrocomet"
+        message = " ".join(exc.format_message().split())
+        click.echo(f"afrocomet: error: {message} (see '{command} --help')", err=True)
+        return 2
+    except KeyboardInterrupt:
+        click.echo("afrocomet: interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""`afrocomet presets`, `data`, `train-tokenizer` and `trim-vocab`: models and data before a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from afrocomet.cli.options import languages_or_default
+from afrocomet.cli.table import print_table
+
+
+@click.command("presets")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def presets(as_json: bool) -> None:
+    """List the model presets, with parameters counted from built models."""
+    from afrocomet.models.build import presets_table
+
+    rows = presets_table()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    print_table(
+        "afrocomet model presets (parameters include the pooler)",
+        ["name", "layers", "hidden", "heads", "ffn", "vocab", "parameters"],
+        [[r["name"], r["layers"], r["hidden"], r["heads"], r["ffn"], r["vocab"], f"{r['parameters']:,}"] for r in rows],
+    )
+
+
+@click.command("data")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="AfriSenti folder (<lang>/<split>.tsv). Default: $AFROCOMET_DATA, the cache, then download.")
+@click.option("--languages", "-l", multiple=True, help="Languages to load (repeat or comma-separate).")
+@click.option("--no-download", is_flag=True, help="Never download; fail if the data is not found.")
+@click.option("--json", "as_json", is_flag=True, help="Print counts as JSON.")
+def data(data_dir: Path | None, languages: tuple[str, ...], no_download: bool, as_json: bool) -> None:
+    """Find (or download and verify) AfriSenti, parse it strictly and print the counts."""
+    from afrocomet.data.afrisenti import load_afrisenti
+
+    datasets = load_afrisenti(languages_or_default(languages), data_dir, download=not no_download)
+    rows = []
+    for lang, ds in datasets.items():
+        counts = {split: len(exs) for split, exs in ds.splits.items()}
+        labels = {lab: sum(ex.label == lab for ex in ds.splits["train"]) for lab in ds.labels}
+        rows.append({"language": lang, **counts, "train_labels": labels})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    print_table("AfriSenti", ["language", "train", "dev", "test", "train labels (neg/neu/pos)"],
+                [[r["language"], r["train"], r["dev"], r["test"], "/".join(str(v) for v in r["train_labels"].values())]
+                 for r in rows])
+
+
+@click.command("train-tokenizer")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
+@click.option("--vocab-size", type=click.IntRange(min=16), default=8000, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--languages", "-l", multiple=True)
+def train_tokenizer_cmd(out: Path, vocab_size: int, data_dir: Path | None, languages: tuple[str, ...]) -> None:
+    """Train a SentencePiece-style unigram tokenizer on AfriSenti train text (never dev/test)."""
+    from afrocomet.data.afrisenti import load_afrisenti
+    from afrocomet.tokenizer import save_tokenizer, train_tokenizer
+
+    datasets = load_afrisenti(languages_or_default(languages), data_dir, splits=("train",))
+    texts = [t for ds in datasets.values() for t in ds.texts("train")]
+    tok = train_tokenizer(texts, vocab_size=vocab_size)
+    save_tokenizer(tok, out)
+    click.echo(f"trained a {len(tok):,}-piece unigram tokenizer on {len(texts):,} training texts -> {out}")
+
+
+@click.command("trim-vocab")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
+              help="Saved Hugging Face folder (masked LM, classifier or encoder, with its tokenizer).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
+@click.option("--languages", "-l", multiple=True,
+              help="AfriSenti languages whose train text decides (default: the five).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="AfriSenti folder; default $AFROCOMET_DATA, then the cache, then download.")
+@click.option("--extra-text", multiple=True, help="More text files (one text a line) whose pieces are kept too.")
+@click.option("--min-count", type=int, default=1, show_default=True, help="Keep pieces seen at least this often.")
+@click.option("--no-download", is_flag=True, help="Never download AfriSenti; fail if it is not found.")
+def trim_vocab_cmd(model_dir: Path, out: Path, languages: tuple[str, ...], data_dir: Path | None,
+                   extra_text: tuple[str, ...], min_count: int, no_download: bool) -> None:
+    """Keep only the vocabulary rows that the languages' training text uses (smaller embedding table)."""
+    from afrocomet.models.vocab import afrisenti_texts, check_trim_input, trim_folder
+
+    check_trim_input(model_dir, min_count)  # before the data is read
+    texts = afrisenti_texts(languages_or_default(languages), data_dir, extra_text, download=not no_download)
+    report = trim_folder(model_dir, out, texts, min_count=min_count)
+    click.echo(f"{report.summary()} -> {out}")
