@@ -139,6 +139,6 @@ def _print_summary(results: dict, out: Path) -> None:
     print_table("weighted F1 (%) on test", ["language", *systems], rows)
     r, e = results["retention"], results["efficiency"]["ratios"]
     click.echo(f"retention (student/teacher): weighted F1 {r['weighted_f1']:.3f}, accuracy {r['accuracy']:.3f}; "
-               f"student is {e['parameters']:.1f}x smaller and {e['latency_ms_p50']:.1f}x faster (p50, batch 1)")
+               f"student is {e['parameters']:.1f}x smaller and {e['latency']:.1f}x faster (p50, batch 1)")
     click.echo(f"wrote {out}/ (report.md, results.json, plots/, predictions/, teacher/, student/) "
                f"in {results['wall_seconds']:.0f}s")
