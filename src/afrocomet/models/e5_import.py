@@ -82,9 +82,13 @@ def _precompiled_charsmap(table: dict[int, tuple[int, ...]]) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         rules = Path(tmp) / "rules.tsv"  # sentencepiece's builder format: source \t target, hex codepoints
         rules.write_text("".join(f"{cp:X}\t{' '.join(f'{c:X}' for c in out)}\n" for cp, out in sorted(table.items())))
-        normalizer = spm.SentencePieceNormalizer(
-            rule_tsv=str(rules), add_dummy_prefix=False, escape_whitespaces=False, remove_extra_whitespaces=False
-        )
+        spm.set_min_log_level(1)  # its builder logs each step at INFO on stderr; 0 is sentencepiece's default
+        try:
+            normalizer = spm.SentencePieceNormalizer(
+                rule_tsv=str(rules), add_dummy_prefix=False, escape_whitespaces=False, remove_extra_whitespaces=False
+            )
+        finally:
+            spm.set_min_log_level(0)
     spec = sentencepiece_model_pb2.NormalizerSpec.FromString(normalizer.serialized_normalizer_spec())
     return spec.precompiled_charsmap
 
