@@ -168,11 +168,11 @@ def _write_bad(tmp_path: Path, data: bytes) -> Path:
 
 
 @pytest.mark.parametrize("damage, needle", [
-    ("magic", "bad magic"),
-    ("truncated-tensors", "truncated file"),
-    ("truncated-header", "truncated file"),
-    ("sizes", "values, expected"),
-    ("unknown-tensor", "unknown tensor"),
+    pytest.param("magic", "bad magic", id="magic"),
+    pytest.param("truncated-tensors", "truncated file", id="truncated-tensors"),
+    pytest.param("truncated-header", "truncated file", id="truncated-header"),
+    pytest.param("sizes", "values, expected", id="sizes"),
+    pytest.param("unknown-tensor", "unknown tensor", id="unknown-tensor"),
 ])
 def test_bad_files_fail_in_one_line_and_write_nothing(e5_source, tmp_path, capsys, damage, needle):
     data = e5_source.read_bytes()
