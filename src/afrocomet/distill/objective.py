@@ -16,6 +16,7 @@ from afrocomet.config import StageConfig
 from afrocomet.distill import losses as L
 from afrocomet.distill.weighting import LossBalancer
 from afrocomet.errors import AfroCometError
+from afrocomet.models.build import mlm_head
 
 MLM_KINDS = ("teacher-pretrain", "distill-mlm")
 DISTILL_KINDS = ("distill-mlm", "distill-task")
@@ -34,7 +35,7 @@ def model_outputs(model: nn.Module, batch: dict[str, torch.Tensor], task: str) -
     if task == "mlm":
         hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
         selected = batch["mlm_labels"] != -100  # [b, s]
-        logits = model.lm_head(hidden[selected])  # [n_masked, vocab]
+        logits = mlm_head(model)(hidden[selected])  # [n_masked, vocab]
         return {"logits": logits, "labels": batch["mlm_labels"][selected]}
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [b, classes]
     return {"logits": logits, "labels": batch.get("labels")}

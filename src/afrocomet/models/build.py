@@ -70,6 +70,16 @@ def _from_config(auto_class: Any, config: PretrainedConfig, task: str, attn_impl
         raise AfroCometError(f"could not build a {task} model: {exc}") from exc
 
 
+def mlm_head(model: torch.nn.Module) -> torch.nn.Module:
+    """The masked-LM head of a `*ForMaskedLM` model, whatever the family names it (XLM-R `lm_head`,
+    BERT `cls`): the one child module beside the encoder (`base_model_prefix`)."""
+    heads = [module for name, module in model.named_children() if name != model.base_model_prefix]
+    if len(heads) != 1:
+        raise AfroCometError(f"{type(model).__name__} is not a masked-LM model afrocomet can read "
+                             f"(expected the encoder and one head, found {[n for n, _ in model.named_children()]})")
+    return heads[0]
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     """The number of parameters, each tied (shared) tensor counted once."""
     unique = {id(p): p for _, p in model.named_parameters(remove_duplicate=False)}
