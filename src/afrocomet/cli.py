@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from afrocomet import quiet
 from afrocomet.errors import AfroCometError
 
 _ARGV: list[str] = []  # this command's arguments, to start it again under `accelerate launch`
@@ -37,8 +38,10 @@ def _print_table(title: str, columns: list[str], rows: list[list]) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="afrocomet")
-def cli() -> None:
+@click.option("--verbose", is_flag=True, help="Also show the warnings and log messages of the libraries underneath.")
+def cli(verbose: bool) -> None:
     """Hybrid knowledge distillation of multilingual models for African languages (AfroXLMR-Comet)."""
+    quiet.setup(verbose)
 
 
 # ----------------------------------------------------------------------------- presets
@@ -586,7 +589,8 @@ def main(argv: list[str] | None = None) -> int:
     global _ARGV
     _ARGV = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=argv, prog_name="afrocomet", standalone_mode=False)
+        with quiet.cli_output():  # warnings as one `afrocomet: warning:` line; library noise only with --verbose
+            cli.main(args=argv, prog_name="afrocomet", standalone_mode=False)
     except AfroCometError as exc:
         click.echo(f"afrocomet: error: {exc}", err=True)
         return 2
