@@ -75,15 +75,18 @@ class StageConfig:
     adaptive: str = "none"  # one of ADAPTIVE_MODES: balance loss terms as training goes
     # attention matching
     matching: str = "mean"  # one of MATCHING_MODES
-    attention_loss: str = "kl"  # "kl" or "mse"
+    attention_loss: str = "kl"  # "kl" or "mse" (mean and projection; relations always use KL)
     layer_map: list[list[int]] | None = None  # [[student_layer, teacher_layer], ...]; None = uniform
-    relation_heads: int | None = None  # relations mode; None = student's head count
-    # distill-task: read the teacher's outputs from a cache instead of running it (where exact)
+    # relations mode; None = the teacher's head count if it divides both hidden sizes, else the student's,
+    # else the largest divisor of both hidden sizes up to the larger head count
+    relation_heads: int | None = None
+    # distill-task with mean matching (or no attention term): read the teacher's logits and pooled maps
+    # from a cache (stored in fp16, not bit-exact) instead of running the teacher every epoch
     teacher_cache: bool = True
     # masked LM
     mlm_probability: float = 0.15
     # evaluation
-    eval_every: int = 0  # optimiser steps between dev evaluations; 0 = once per epoch
+    eval_every: int = 0  # optimiser steps between dev evaluations (and one at the last step); 0 = once per epoch
     patience: int = 3  # evaluations without improvement before stopping early; 0 = never
     log_every: int = 10
     # exact resume (`afrocomet run --resume`): a checkpoint every N optimizer steps (0 = none)
