@@ -94,13 +94,12 @@ def setup(verbose: bool = False) -> None:
 
 @contextlib.contextmanager
 def cli_output(verbose: bool = False) -> Iterator[None]:
-    """Route warnings as described above while the CLI runs; everything is put back on exit."""
+    """Route warnings as described above while the CLI runs; put back on exit, except the libraries'
+    log levels (see the end)."""
     logger = logging.getLogger("afrocomet")
     handler = logging.StreamHandler()  # sys.stderr at the time of each record
     handler.setFormatter(_Formatter())
-    saved_levels = {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
     saved_env = {name: os.environ.get(name) for name in LIBRARY_ENV}
-    saved_hf = _hf_verbosity()
     saved = (warnings.showwarning, logger.propagate, _State.active, _State.verbose)
     with warnings.catch_warnings():
         warnings.simplefilter("default", AfroCometWarning)  # each distinct warning once
@@ -114,25 +113,13 @@ def cli_output(verbose: bool = False) -> Iterator[None]:
         finally:
             logger.removeHandler(handler)
             warnings.showwarning, logger.propagate, _State.active, _State.verbose = saved
-            for name, level in saved_levels.items():
-                logging.getLogger(name).setLevel(level)
+            # The libraries' log levels stay as they are: the process ends right after the CLI,
+            # and exit handlers log too (torch's FakeTensor cache statistics, at INFO).
             for name, value in saved_env.items():
                 if value is None:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
-            if saved_hf is not None and "transformers" in sys.modules:
-                from transformers.utils import logging as hf_logging
-
-                hf_logging.set_verbosity(saved_hf)
-
-
-def _hf_verbosity() -> int | None:
-    if "transformers" not in sys.modules:
-        return None
-    from transformers.utils import logging as hf_logging
-
-    return hf_logging.get_verbosity()
 
 
 @contextlib.contextmanager
