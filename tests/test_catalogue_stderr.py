@@ -113,3 +113,20 @@ def test_model_folder_without_id2label(classifier, tmp_path, command):
     args = (["predict", "--input", "x.tsv", "--output", "y.tsv"] if command == "predict" else ["evaluate", "--test",
                                                                                                 "x.tsv"])
     fails(tmp_path, [*args, "--model", str(folder)], str(folder), "config.json has no id2label")
+
+
+def test_two_class_folder_without_id2label_still_predicts(tmp_path):
+    """transformers leaves id2label out of config.json for 2 default labels: such a folder is fine."""
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    tok = tiny_tokenizer()
+    config = XLMRobertaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                              intermediate_size=16, max_position_embeddings=34, pad_token_id=1)
+    XLMRobertaForSequenceClassification(config).save_pretrained(tmp_path / "binary")
+    tok.save_pretrained(tmp_path / "binary")
+    assert "id2label" not in json.loads((tmp_path / "binary" / "config.json").read_text())
+    (tmp_path / "x.tsv").write_text("tweet\nina son\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "afrocomet", "predict", "--model", "binary", "--input", "x.tsv",
+                           "--output", "y.tsv"], capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "y.tsv").read_text().splitlines()[1].split("\t")[1] in {"LABEL_0", "LABEL_1"}

@@ -74,15 +74,35 @@ def _check_folder(model_dir: str | Path) -> Path:
     return folder
 
 
+def _head_outputs(folder: Path) -> int | None:
+    """Rows of the classification head's output layer in model.safetensors (header only), if found."""
+    from safetensors import safe_open
+
+    path = folder / "model.safetensors"
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            for key in weights.keys():
+                if key.endswith(("classifier.out_proj.weight", "classifier.weight")):
+                    return int(weights.get_slice(key).get_shape()[0])
+    except (OSError, SafetensorError):
+        return None  # check_weights reports unreadable weights
+    return None
+
+
 def _labels(config: PretrainedConfig, folder: Path) -> tuple[str, ...]:
     """id2label from config.json as a tuple in class-id order."""
     try:
         raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raw = {}  # transformers has read it already; it reports what is wrong with it
-    if isinstance(raw, dict) and "id2label" not in raw:  # transformers would invent LABEL_0, LABEL_1
-        raise AfroCometError('config.json has no id2label (the class names, e.g. {"0": "negative", "1": "neutral", '
-                             '"2": "positive"}); add it, or save the model with its labels', path=folder)
+    outputs = _head_outputs(folder)
+    if isinstance(raw, dict) and "id2label" not in raw and outputs not in (None, len(config.id2label)):
+        # transformers would invent LABEL_0, LABEL_1 and report the head's size mismatch in 9 lines
+        raise AfroCometError(f'config.json has no id2label (the class names, e.g. {{"0": "negative", "1": "neutral", '
+                             f'"2": "positive"}}) and the classification head has {outputs} outputs; add it, or '
+                             "save the model with its labels", path=folder)
     if config.architectures and not any(a.endswith("ForSequenceClassification") for a in config.architectures):
         raise AfroCometError(f"config.json describes a {', '.join(config.architectures)}, not a sequence "
                              "classifier; predict needs a model with a classification head", path=folder)
