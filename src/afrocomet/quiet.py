@@ -97,7 +97,7 @@ def cli_output(verbose: bool = False) -> Iterator[None]:
     """Route warnings as described above while the CLI runs; put back on exit, except the libraries'
     log levels (see the end)."""
     logger = logging.getLogger("afrocomet")
-    handler = logging.StreamHandler()  # sys.stderr at the time of each record
+    handler = logging.StreamHandler()  # sys.stderr as it is when the CLI starts
     handler.setFormatter(_Formatter())
     saved_env = {name: os.environ.get(name) for name in LIBRARY_ENV}
     saved = (warnings.showwarning, logger.propagate, _State.active, _State.verbose)
