@@ -68,3 +68,17 @@ def test_duplicate_stage_names():
 def test_from_dict_custom_data_allows_any_language_name():
     config = from_dict({"data": {"train": "t.tsv", "test": "x.tsv", "languages": ["mine"]}})
     assert config.data.languages == ["mine"]
+
+
+def test_relation_heads_default_is_what_config_py_says():
+    """config.py: None = the teacher's head count if it divides both hidden sizes, else the student's, ..."""
+    from types import SimpleNamespace
+
+    from afrocomet.distill.matching import build_matcher
+
+    def cfg(hidden, heads):
+        return SimpleNamespace(hidden_size=hidden, num_attention_heads=heads, num_hidden_layers=2)
+
+    assert build_matcher("relations", cfg(32, 2), cfg(64, 4)).relation_heads == 4  # the teacher's, not the student's
+    assert build_matcher("relations", cfg(36, 3), cfg(64, 4)).relation_heads == 4  # 4 divides 36 and 64
+    assert build_matcher("relations", cfg(30, 3), cfg(64, 4)).relation_heads == 2  # neither: largest common divisor

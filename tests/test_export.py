@@ -82,6 +82,23 @@ def test_predict_and_evaluate_through_onnx(tiny_onnx_dir, tiny_classifier_dir, t
     assert metrics_o["languages"] == metrics_t["languages"]
 
 
+def test_onnx_folder_carries_model_max_length(tiny_onnx_dir, tiny_classifier_dir, tmp_path, one_thread):
+    """The source folder was saved without a limit; the export records the model's (66 positions - 2)."""
+    from transformers import AutoTokenizer
+
+    source = json.loads((tiny_classifier_dir / "tokenizer_config.json").read_text())
+    assert source.get("model_max_length", 10**30) > 10**6  # transformers' "no limit"
+    assert json.loads((tiny_onnx_dir / "tokenizer_config.json").read_text())["model_max_length"] == 64
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_onnx_dir))
+    long_text = " ".join(["sannu da zuwa"] * 700)  # well over 2,000 pieces
+    assert len(tokenizer(long_text)["input_ids"]) > 2000
+    assert len(tokenizer(long_text, truncation=True)["input_ids"]) == 64
+    tsv = tmp_path / "long.tsv"
+    tsv.write_text(f"tweet\n{long_text}\n", encoding="utf-8")
+    result = P.predict_file(tiny_onnx_dir, tsv, tmp_path / "out.tsv", device="cpu")
+    assert result["n"] == 1 and result["truncated"] == 1 and result["max_length"] == 64
+
+
 def test_export_cli_and_fallback_texts(tiny_classifier_dir, tmp_path, monkeypatch, one_thread):
     monkeypatch.delenv("AFROCOMET_DATA", raising=False)
     monkeypatch.setenv("AFROCOMET_CACHE", str(tmp_path / "empty-cache"))  # AfriSenti is not found

@@ -8,6 +8,8 @@ a wrong type or an out-of-range value is an `AfroCometError` naming the file and
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +21,11 @@ import yaml
 from afrocomet.data.schema import ALL_LANGUAGES, DEFAULT_LANGUAGES
 from afrocomet.errors import AfroCometError
 
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding and torch's generators both take it
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")  # what afrocomet.device.resolve_device runs on
+# Upper bounds of numbers: a value past them is a typo (or 1e308), not a setting anyone trains with.
+LIMITS = {"batch_size": 65536, "grad_accum": 65536, "seeds": 100, "lr": 10.0, "temperature": 100.0,
+          "final_temperature": 100.0, "sampling_alpha": 10.0, "alpha_candidates": 10.0, "epochs": 10000.0}
 STAGE_KINDS = ("teacher-pretrain", "teacher-finetune", "distill-mlm", "distill-task", "student-finetune")
 MATCHING_MODES = ("mean", "projection", "relations")
 ADAPTIVE_MODES = ("none", "magnitude", "uncertainty")
@@ -89,18 +96,23 @@ class StageConfig:
         "help": "Balance the loss terms as training goes.", "choices": ADAPTIVE_MODES})
     # attention matching
     matching: str = field(default="mean", metadata={"help": "Attention matching mode.", "choices": MATCHING_MODES})
-    attention_loss: str = field(default="kl", metadata={"help": "Loss on attention maps.", "choices": ("kl", "mse")})
+    # "kl" or "mse" (mean and projection; relations always use KL)
+    attention_loss: str = field(default="kl", metadata={
+        "help": "Loss on attention maps (mean and projection modes; relations always use KL).", "choices": ("kl", "mse")})
     layer_map: list[list[int]] | None = field(default=None, metadata={  # [[student, teacher], ...]; None = uniform
         "help": "Student:teacher layer pairs, e.g. 0:5,1:11,2:17,3:23 (0-based)."})
-    relation_heads: int | None = None  # relations mode; None = student's head count
-    # distill-task: read the teacher's outputs from a cache instead of running it (where exact)
+    # relations mode; None = the teacher's head count if it divides both hidden sizes, else the student's,
+    # else the largest divisor of both hidden sizes up to the larger head count
+    relation_heads: int | None = None
+    # distill-task with mean matching (or no attention term): read the teacher's logits and pooled maps
+    # from a cache (stored in fp16, not bit-exact) instead of running the teacher every epoch
     teacher_cache: bool = field(default=True, metadata={
-        "help": "Run the teacher every step of stage 2 instead of reading its cached outputs.",
+        "help": "Run the teacher every step of stage 2 instead of reading its cached outputs (stored in fp16).",
         "flag": "--no-teacher-cache", "all_stages": True})
     # masked LM
     mlm_probability: float = 0.15
     # evaluation
-    eval_every: int = 0  # optimiser steps between dev evaluations; 0 = once per epoch
+    eval_every: int = 0  # optimiser steps between dev evaluations (and one at the last step); 0 = once per epoch
     patience: int = 3  # evaluations without improvement before stopping early; 0 = never
     log_every: int = 10
     # exact resume (`afrocomet run --resume`): a checkpoint every N optimizer steps (0 = none)
@@ -167,7 +179,54 @@ def validate_stage(stage: StageConfig, where: str = "config") -> None:
                 raise AfroCometError(f"{w}: layer_map entries are [student_layer, teacher_layer] >= 0, got {pair}")
 
 
-def validate(config: RunConfig, where: str = "config") -> RunConfig:
+def _line_of(path: tuple, lines: dict[tuple, int] | None) -> int | None:
+    """The line of `path` in the YAML file, or of the nearest enclosing key that has one."""
+    for cut in range(len(path), -1, -1):
+        if lines and path[:cut] in lines:
+            return lines[path[:cut]]
+    return None
+
+
+def _check_number(config: RunConfig, path: tuple, value: int | float, fail) -> None:
+    name = next(p for p in reversed(path) if isinstance(p, str))
+    label = ".".join(str(p) for p in path if isinstance(p, str))
+    if path[0] == "stages":
+        label = f"stage '{config.stages[path[1]].name}': {name}"
+    if isinstance(value, float) and not math.isfinite(value):
+        fail(path, f"{label} must be a finite number, got {value}")
+    limit = LIMITS.get(name)
+    if limit is not None and value > limit:
+        fail(path, f"{label} must be at most {limit:g}, got {value:g}")
+
+
+def _check_numbers(config: RunConfig, obj: Any, path: tuple, fail) -> None:
+    """Every number of the config finite and within LIMITS, nested dataclasses and lists included."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        for i, item in items:
+            where = path + (f.name,) + (() if i is None else (i,))
+            if dataclasses.is_dataclass(item):
+                _check_numbers(config, item, where, fail)
+            elif isinstance(item, (int, float)) and not isinstance(item, bool):
+                _check_number(config, where, item, fail)
+
+
+def check_values(config: RunConfig, where: str = "config", lines: dict[tuple, int] | None = None) -> None:
+    """Seed range, device name, and finite, sane numbers; errors name `where` and the line in `lines`."""
+
+    def fail(path: tuple, message: str) -> typing.NoReturn:
+        raise AfroCometError(message, path=where, line=_line_of(path, lines))
+
+    if not 0 <= config.seed <= SEED_MAX:
+        fail(("seed",), f"seed must be between 0 and {SEED_MAX}, got {config.seed}")
+    if not DEVICE_PATTERN.fullmatch(str(config.device)):
+        fail(("device",), f"unknown device '{config.device}' (expected auto, cpu, cuda or cuda:N)")
+    _check_numbers(config, config, (), fail)
+
+
+def validate(config: RunConfig, where: str = "config", lines: dict[tuple, int] | None = None) -> RunConfig:
+    check_values(config, where, lines)
     unknown = [lang for lang in config.data.languages if lang not in ALL_LANGUAGES]
     custom = config.data.train is not None
     if unknown and not custom:
@@ -200,6 +259,12 @@ def validate(config: RunConfig, where: str = "config") -> RunConfig:
 # ----------------------------------------------------------------------------- YAML in
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, first: int, line: int):
+        super().__init__(key)
+        self.key, self.first, self.line = key, first, line
+
+
 def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
     """Map each key path in a YAML document to its 1-based line, for error messages."""
     out = {} if out is None else out
@@ -207,6 +272,8 @@ def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> d
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value
+            if path + (key,) in out:  # YAML would keep the last silently
+                raise _DuplicateKey(key, out[path + (key,)], key_node.start_mark.line + 1)
             out[path + (key,)] = key_node.start_mark.line + 1
             _line_index(value_node, path + (key,), out)
     elif isinstance(node, yaml.SequenceNode):
@@ -272,19 +339,14 @@ def from_dict(data: dict, source: str = "config", lines: dict[tuple, int] | None
     lines = lines or {}
 
     def fail(path: tuple, message: str) -> typing.NoReturn:
-        line = None
-        for cut in range(len(path), -1, -1):
-            if path[:cut] in lines:
-                line = lines[path[:cut]]
-                break
-        raise AfroCometError(message, path=source, line=line)
+        raise AfroCometError(message, path=source, line=_line_of(path, lines))
 
     if data is None:
         data = {}
     if not isinstance(data, dict):
         fail((), "a config file must hold a mapping of keys to values")
     config = _from_dict(RunConfig, data, (), fail)
-    return validate(config, where=source)
+    return validate(config, where=source, lines=lines)
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -303,8 +365,19 @@ def load_config(path: str | Path) -> RunConfig:
         line = None if mark is None else mark.line + 1
         problem = getattr(exc, "problem", None) or str(exc)
         raise AfroCometError(f"invalid YAML: {problem}", path=path, line=line) from exc
-    lines = _line_index(node) if node is not None else {}
-    return from_dict(data, source=str(path), lines=lines)
+    if data is None:  # 0 bytes, only comments, or `null`: not a config, whatever was meant
+        raise AfroCometError("config file holds no settings (it is empty, only comments, or null); "
+                             "start from `afrocomet config > run.yaml`", path=path)
+    try:
+        lines = _line_index(node) if node is not None else {}
+    except _DuplicateKey as dup:
+        raise AfroCometError(f"duplicate key '{dup.key}' (first on line {dup.first}); YAML would silently keep "
+                             "the last one: keep one", path=path, line=dup.line) from None
+    config = from_dict(data, source=str(path), lines=lines)
+    if not config.stages:
+        raise AfroCometError("config file lists no stages: nothing would be trained (see `afrocomet config` "
+                             "for the stages of the default run)", path=path)
+    return config
 
 
 # ----------------------------------------------------------------------------- YAML out

@@ -36,6 +36,7 @@ from afrocomet.inference import predict_logits
 from afrocomet.io import atomic_dir, atomic_write_json
 from afrocomet.models.build import first_line
 from afrocomet.onnx_model import INPUT_NAMES, INT8_FILE, ONNX_FILE, OUTPUT_NAME, import_onnxruntime, load_onnx_classifier
+from afrocomet.tokenizer import write_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
                               "onnxruntime": import_onnxruntime().__version__}
     with atomic_dir(out) as tmp:
         model.config.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+        write_tokenizer(tokenizer, tmp, model.config)  # with model_max_length
         write_onnx(model, tokenizer, tmp / ONNX_FILE, opset=opset)
         fp32 = compare_logits(reference, _logits(load_onnx_classifier(tmp, ONNX_FILE, threads=threads), tokenizer,
                                                  groups, batch_size, max_length))

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +75,35 @@ def _check_folder(model_dir: str | Path) -> Path:
     return folder
 
 
+def _head_outputs(folder: Path) -> int | None:
+    """Rows of the classification head's output layer in model.safetensors (header only), if found."""
+    from safetensors import safe_open
+
+    path = folder / "model.safetensors"
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            for key in weights.keys():
+                if key.endswith(("classifier.out_proj.weight", "classifier.weight")):
+                    return int(weights.get_slice(key).get_shape()[0])
+    except (OSError, SafetensorError):
+        return None  # check_weights reports unreadable weights
+    return None
+
+
 def _labels(config: PretrainedConfig, folder: Path) -> tuple[str, ...]:
     """id2label from config.json as a tuple in class-id order."""
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raw = {}  # transformers has read it already; it reports what is wrong with it
+    outputs = _head_outputs(folder)
+    if isinstance(raw, dict) and "id2label" not in raw and outputs not in (None, len(config.id2label)):
+        # transformers would invent LABEL_0, LABEL_1 and report the head's size mismatch in 9 lines
+        raise AfroCometError(f'config.json has no id2label (the class names, e.g. {{"0": "negative", "1": "neutral", '
+                             f'"2": "positive"}}) and the classification head has {outputs} outputs; add it, or '
+                             "save the model with its labels", path=folder)
     if config.architectures and not any(a.endswith("ForSequenceClassification") for a in config.architectures):
         raise AfroCometError(f"config.json describes a {', '.join(config.architectures)}, not a sequence "
                              "classifier; predict needs a model with a classification head", path=folder)
@@ -299,6 +328,19 @@ def _open_output(target: str | Path) -> Iterator[TextIO]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _check_output_is_not_input(input: str | Path, output: str | Path) -> None:
+    """Writing the predictions over the file being read would replace the input: refuse before reading."""
+    if STDIO in (str(input), str(output)):
+        return
+    src, dst = Path(input).expanduser(), Path(output).expanduser()
+    same = src.resolve() == dst.resolve()
+    with contextlib.suppress(OSError):
+        same = same or os.path.samefile(src, dst)  # hard links, or paths through symlinks
+    if same:
+        raise AfroCometError(f"the output file is also the input ({input}); write the predictions to another "
+                             "file", path=output)
+
+
 def predict_file(model_dir: str | Path, input: str | Path, output: str | Path, *, batch_size: int = 64,
                  max_length: int | None = None, device: str = "auto", chunk_rows: int = CHUNK_ROWS,
                  trust_remote_code: bool = False, onnx_file: str | None = None) -> dict:
@@ -309,6 +351,7 @@ def predict_file(model_dir: str | Path, input: str | Path, output: str | Path, *
     Returns n, truncated (texts longer than max_length tokens), max_length, labels, and
     `metrics` (see `compute_metrics`) when the input has a label column, else None.
     """
+    _check_output_is_not_input(input, output)
     backend = open_backend(model_dir, batch_size=batch_size, max_length=max_length, device=device,
                            trust_remote_code=trust_remote_code, onnx_file=onnx_file)
     label_ids = {lab: i for i, lab in enumerate(backend.labels)}

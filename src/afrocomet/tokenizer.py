@@ -21,6 +21,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, XLMRobertaToken
 from afrocomet.errors import AfroCometError
 from afrocomet.io import atomic_dir
 from afrocomet.models.build import first_line, looks_local
+from afrocomet.models.presets import POSITION_OFFSET
 
 # XLM-R's special tokens in XLM-R's id order; `<mask>` is appended after the learnt pieces.
 SPECIAL_TOKENS: tuple[str, ...] = ("<s>", "<pad>", "</s>", "<unk>")
@@ -34,6 +35,9 @@ CHARACTER_COVERAGE = 0.9995
 # around 1e-11 in them, and rounding makes two trainings on the same text give the same ids.
 SCORE_DECIMALS = 6
 FALLBACK_SCORE_STEP = 1e-4  # tokenizers' UnigramTrainer: min_score_penalty_delta
+# Models that number positions from padding_idx + 1 = 2, like XLM-R: two rows of the table are never a position.
+OFFSET_POSITIONS = frozenset({"xlm-roberta", "xlm-roberta-xl", "roberta", "camembert", "data2vec-text", "xmod"})
+TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
 def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
@@ -186,11 +190,43 @@ def _wrap(vocab: list[tuple[str, float]], normalizer: normalizers.Normalizer) ->
     )
 
 
-def save_tokenizer(tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> Path:
-    """Write `tokenizer` as a Hugging Face folder, atomically (the old folder stays until done)."""
+def model_max_length(config) -> int | None:
+    """The longest input, in tokens with the specials, that a model with this (transformers) config
+    holds: max_position_embeddings, less XLM-R's padding offset of 2 for XLM-R-style models; None
+    when the config has no position table."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not positions:
+        return None
+    offset = POSITION_OFFSET if getattr(config, "model_type", None) in OFFSET_POSITIONS else 0
+    return positions - offset
+
+
+def write_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: str | Path, config=None) -> None:
+    """Save `tokenizer` into `folder` (e.g. a model folder being written) with `model_max_length`
+    set to what `config`'s model holds, so `pipeline(..., truncation=True)` cuts long texts.
+
+    A tighter limit that the tokenizer already has is kept. The tokenizer object is not changed.
+    """
+    folder = Path(folder)
+    tokenizer.save_pretrained(str(folder))
+    limit = None if config is None else model_max_length(config)
+    if limit is None:
+        return
+    path = folder / TOKENIZER_CONFIG
+    saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    current = saved.get("model_max_length")
+    if isinstance(current, int) and 0 < current < limit:
+        limit = current
+    saved["model_max_length"] = limit
+    path.write_text(json.dumps(saved, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, out_dir: str | Path, config=None) -> Path:
+    """Write `tokenizer` as a Hugging Face folder, atomically (the old folder stays until done);
+    with a model `config`, the folder records that model's maximum length (see `write_tokenizer`)."""
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        tokenizer.save_pretrained(str(tmp))
+        write_tokenizer(tokenizer, tmp, config)
     return out_dir
 
 

@@ -17,6 +17,7 @@ from afrocomet.cli.data_cmds import data, import_e5, presets, train_tokenizer_cm
 from afrocomet.cli.doctor_cmd import doctor
 from afrocomet.cli.model_cmds import bench, evaluate, export, predict
 from afrocomet.cli.run_cmd import _resolve_config, config_cmd, distill, run
+from afrocomet import quiet
 from afrocomet.errors import AfroCometError
 
 __all__ = ["cli", "main", "run", "_resolve_config"]  # run and _resolve_config: the tests build configs with them
@@ -24,8 +25,10 @@ __all__ = ["cli", "main", "run", "_resolve_config"]  # run and _resolve_config: 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="afrocomet")
-def cli() -> None:
+@click.option("--verbose", is_flag=True, help="Also show the warnings and log messages of the libraries underneath.")
+def cli(verbose: bool) -> None:
     """Hybrid knowledge distillation of multilingual models for African languages (AfroXLMR-Comet)."""
+    quiet.setup(verbose)
 
 
 for _command in (presets, data, train_tokenizer_cmd, trim_vocab_cmd, import_e5, config_cmd, run, distill, predict,
@@ -47,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = list(sys.argv[1:] if argv is None else argv)  # kept to start it again under `accelerate launch`
     try:
-        cli.main(args=argv, prog_name="afrocomet", standalone_mode=False, obj={"argv": args})
+        with quiet.cli_output():  # warnings as one `afrocomet: warning:` line; library noise only with --verbose
+            cli.main(args=argv, prog_name="afrocomet", standalone_mode=False, obj={"argv": args})
     except AfroCometError as exc:
         click.echo(f"afrocomet: error: {exc}", err=True)
         return 2

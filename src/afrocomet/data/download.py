@@ -17,13 +17,13 @@ import logging
 import os
 import urllib.error
 import urllib.request
-import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from afrocomet.data.schema import ALL_LANGUAGES, DEFAULT_LANGUAGES, SPLITS
 from afrocomet.errors import AfroCometError
 from afrocomet.io import atomic_write_bytes
+from afrocomet.quiet import warn
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def verify_data_dir(
         )
         if strict:
             raise AfroCometError(msg, path=path)
-        warnings.warn(f"{path}: {msg}", UserWarning, stacklevel=2)
+        warn(f"{path}: {msg}")
     return bad
 
 

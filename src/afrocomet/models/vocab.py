@@ -356,7 +356,7 @@ def trim_folder(model_dir: str | Path, out_dir: str | Path, texts: Sequence[str]
     from afrocomet.io import atomic_dir
     from afrocomet.models.build import first_line, load_pretrained
     from afrocomet.quiet import no_progress_bars
-    from afrocomet.tokenizer import load_tokenizer
+    from afrocomet.tokenizer import load_tokenizer, write_tokenizer
 
     folder = check_trim_input(model_dir, min_count)
     try:
@@ -371,7 +371,7 @@ def trim_folder(model_dir: str | Path, out_dir: str | Path, texts: Sequence[str]
                                               keep_characters=keep_characters)
         with atomic_dir(out_dir) as tmp:
             model.save_pretrained(tmp)  # safetensors, decoder tied
-            tokenizer.save_pretrained(tmp)
+            write_tokenizer(tokenizer, tmp, model.config)  # with model_max_length
     return reports["model"]
 
 

@@ -230,6 +230,7 @@ def convert_head(model: nn.Module, task: str, num_labels: int, id2label: dict[in
 def save_hf_model(model: nn.Module, tokenizer, out_dir: Path) -> Path:
     """A standard Hugging Face folder (config.json with id2label, model.safetensors, tokenizer files)."""
     from afrocomet.io import atomic_dir
+    from afrocomet.tokenizer import write_tokenizer
 
     from transformers.utils import logging as hf_logging
 
@@ -239,7 +240,7 @@ def save_hf_model(model: nn.Module, tokenizer, out_dir: Path) -> Path:
             model.save_pretrained(tmp)  # safetensors
         finally:
             hf_logging.enable_progress_bar()
-        tokenizer.save_pretrained(tmp)
+        write_tokenizer(tokenizer, tmp, model.config)  # with model_max_length
     return out_dir
 
 
