@@ -331,9 +331,9 @@ def test_ctrl_c_mid_run_leaves_the_earlier_run(work, afrisenti_dir):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_while_writing_leaves_the_earlier_run(work, capsys, monkeypatch, ctrl_c_raises, signum):
     """The same in-process, the signal arriving while the run writes its first file (config.yaml)."""
-    import afrocomet.run.pipeline as pipeline
+    import afrocomet.run.steps as steps
 
-    real = pipeline.load_datasets
+    real = steps.load_datasets
 
     def interrupted(config):
         assert (work / "out.partial" / "config.yaml").is_file()  # mid-write: the run's folder has a file
@@ -341,7 +341,7 @@ def test_signal_while_writing_leaves_the_earlier_run(work, capsys, monkeypatch, 
         time.sleep(5)  # the handler runs here
         return real(config)
 
-    monkeypatch.setattr(pipeline, "load_datasets", interrupted)
+    monkeypatch.setattr(steps, "load_datasets", interrupted)
     before, handler = tree(work), signal.getsignal(signal.SIGTERM)
     try:
         if signum == signal.SIGTERM:

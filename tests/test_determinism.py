@@ -48,14 +48,15 @@ def three_runs(afrisenti_dir, tmp_path_factory, one_thread):
     import functools
 
     import afrocomet.evaluate
-    import afrocomet.run.pipeline
+    import afrocomet.run.efficiency
+    import afrocomet.run.steps
     import afrocomet.report
 
     patch = pytest.MonkeyPatch()
     patch.setattr(afrocomet.evaluate, "tfidf_baseline", lambda train, labels, test, seed: [labels[0]] * len(test))
     patch.setattr(afrocomet.report, "write_plots", lambda results, out_dir: [])
-    patch.setattr(afrocomet.run.pipeline, "measure_efficiency",
-                  functools.partial(afrocomet.run.pipeline.measure_efficiency, n_texts=8))
+    patch.setattr(afrocomet.run.steps, "measure_efficiency",
+                  functools.partial(afrocomet.run.efficiency.measure_efficiency, n_texts=8))
     root = tmp_path_factory.mktemp("determinism")
     config = root / "small.yaml"
     config.write_text(SMALL.format(data=afrisenti_dir), encoding="utf-8")

@@ -36,7 +36,7 @@ def test_results_json_has_every_promised_key(quick_run):
     assert set(results["retention"]) >= {"accuracy", "weighted_f1"}
     for side in ("teacher", "student"):
         eff = results["efficiency"][side]
-        assert eff["parameters"] > 0 and eff["disk_bytes"] > 0 and eff["latency_ms_p50"] > 0
+        assert eff["parameters"] > 0 and eff["disk_bytes"] > 0 and eff["latency"]["p50_ms"] > 0
     assert results["efficiency"]["ratios"]["parameters"] > 1  # the student is smaller
     for name in ("teacher-pretrain", "teacher-finetune", "stage1", "stage2", "stage1[kd_only]", "stage2[no_distill]"):
         stage = results["stages"][name]

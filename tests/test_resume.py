@@ -182,12 +182,12 @@ def test_resume_refuses_nothing_to_resume_and_conflicting_config(tiny_config, re
 
 
 def test_interrupted_run_keeps_its_folder_only_with_something_to_resume(tiny_config, tmp_path, monkeypatch):
-    import afrocomet.run.pipeline as pipeline
+    import afrocomet.run.teacher as teacher
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "convert_head", interrupt)  # Ctrl-C right after the first stage
+    monkeypatch.setattr(teacher, "convert_head", interrupt)  # Ctrl-C right after the first stage
     assert main(["run", "--config", str(tiny_config), "--quiet", "--out", str(tmp_path / "run")]) == 130
     stages = tmp_path / "run.partial" / "resume" / "stages"
     assert [p.name for p in stages.iterdir()] == ["teacher-pretrain"]

@@ -1,0 +1,91 @@
+"""The run's inputs: the labelled datasets, the tokenizer (saved for resuming), and the encoded
+splits every stage reads (RunData)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from afrocomet.config import RunConfig
+from afrocomet.data.batching import Encoded, encode
+from afrocomet.data.corpus import read_extra_text
+from afrocomet.data.schema import Dataset
+
+
+@dataclass
+class RunData:
+    datasets: dict[str, Dataset]
+    tokenizer: object
+    train: Encoded  # all languages, groups = language
+    dev: dict[str, Encoded]
+    test: dict[str, Encoded]
+    unlabelled: Encoded  # stage-1 text (train tweets + extra text files)
+    labels: tuple[str, ...] = ()
+    truncated: dict[str, int] = field(default_factory=dict)
+
+    def only(self, lang: str) -> "RunData":
+        """The same data restricted to one language (stage-1 text keeps the user's extra text)."""
+        def keep(data: Encoded, groups: tuple[str, ...]) -> Encoded:
+            return data.subset([i for i, g in enumerate(data.groups) if g in groups])
+
+        return replace(self, datasets={lang: self.datasets[lang]}, train=keep(self.train, (lang,)),
+                       dev={lang: self.dev[lang]}, test={lang: self.test[lang]},
+                       unlabelled=keep(self.unlabelled, (lang, "extra")),
+                       truncated={lang: self.truncated[lang]})
+
+
+def load_datasets(config: RunConfig) -> dict[str, Dataset]:
+    from afrocomet.data.afrisenti import load_afrisenti, load_custom
+
+    d = config.data
+    if d.train is not None:
+        name = d.languages[0] if len(d.languages) == 1 else "custom"
+        return {name: load_custom(train=d.train, dev=d.dev, test=d.test, name=name)}
+    return load_afrisenti(d.languages, d.data_dir, download=d.download)
+
+
+def prepare_data(config: RunConfig, datasets: dict[str, Dataset], tokenizer) -> RunData:
+    n = config.data.max_length
+    labels = next(iter(datasets.values())).labels
+    train, dev, test, truncated = [], {}, {}, {}
+    for lang, ds in datasets.items():
+        train.append(encode(tokenizer, ds.texts("train"), n, labels=ds.label_ids("train"), group=lang))
+        dev[lang] = encode(tokenizer, ds.texts("dev"), n, labels=ds.label_ids("dev"), group=lang)
+        test[lang] = encode(tokenizer, ds.texts("test"), n, labels=ds.label_ids("test"), group=lang)
+        truncated[lang] = test[lang].truncated
+    all_train = Encoded.concat(train)
+    extra = read_extra_text(config.data.extra_text)
+    unlabelled = Encoded(ids=list(all_train.ids), groups=list(all_train.groups))
+    if extra:
+        more = encode(tokenizer, extra, n, group="extra")
+        unlabelled = Encoded.concat([unlabelled, more])
+    return RunData(datasets, tokenizer, all_train, dev, test, unlabelled, labels, truncated)
+
+
+def make_tokenizer(ctx_config: RunConfig, datasets: dict[str, Dataset]):
+    """The teacher's own tokenizer, or (for preset teachers) one trained on the training split only."""
+    from afrocomet.tokenizer import tokenizer_for
+
+    texts = [t for ds in datasets.values() for t in ds.texts("train")]
+    sample = ctx_config.model.tokenizer_sample
+    if sample is not None and sample < len(texts):
+        keep = np.random.default_rng(ctx_config.seed).choice(len(texts), sample, replace=False)
+        texts = [texts[i] for i in sorted(keep)]
+    return tokenizer_for(ctx_config.model, texts)
+
+
+def prepare_tokenizer(config: RunConfig, datasets: dict[str, Dataset], state: Path):
+    """The run's tokenizer, saved in the working folder so that a resumed run uses the very same one."""
+    from afrocomet.tokenizer import load_tokenizer, save_tokenizer
+
+    from afrocomet.distill.parallel import processes
+
+    folder = state / "tokenizer"
+    if (folder / "tokenizer.json").is_file():
+        return load_tokenizer(folder)
+    tokenizer = make_tokenizer(config, datasets)  # deterministic: every process trains the same one
+    if processes().is_main:
+        save_tokenizer(tokenizer, folder)
+    return tokenizer

@@ -1,0 +1,152 @@
+"""`afrocomet run`, top to bottom: check -> data -> tokenizer -> teacher -> trim -> students ->
+evaluate -> efficiency -> report.
+
+The stages themselves all go through `distill.trainer.train_stage` (see `Context.train`); this module
+only decides which models and data each step gets, and in what order. Systems compared in one run:
+
+- `teacher`, `student` (hybrid: KD + attention + labels),
+- `student_kd_only` (attention weight 0), `student_no_distill` (labels only, same budget),
+- `tfidf_baseline` (char 2-5-gram TF-IDF + logistic regression), `majority`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from afrocomet.config import RunConfig, validate
+from afrocomet.run.context import Context
+from afrocomet.run.efficiency import measure_efficiency
+from afrocomet.run.inputs import load_datasets, prepare_data, prepare_tokenizer
+from afrocomet.run.outputs import check_output_dir, check_resume
+from afrocomet.run.students import ALL, language_contexts, run_variants, train_student
+from afrocomet.run.systems import evaluate_systems, write_predictions
+from afrocomet.run.teacher import prepare_teacher, save_hf_model, student_trim, trim_vocabulary
+
+Models = dict[str, list[dict[str, nn.Module]]]  # system -> one {language or ALL: model} per seed
+
+
+def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, resume: bool = False,
+        source: str = "config") -> dict:
+    """The whole method on one config; everything lands in `config.out` at once at the end.
+
+    Pre-flight first (models, weights, layer maps, matching; then the tokenizer against the models'
+    vocabularies): a bad run fails in seconds, before any training. `source` names the config in
+    error messages (e.g. its file).
+
+    The run is built in `<out>.partial/` (see `afrocomet.workdir`); with `resume`, an interrupted
+    run there continues: finished stages are loaded, the running one restarts from its checkpoint.
+    """
+    from afrocomet.config import save_config
+    from afrocomet.device import resolve_device
+
+    from afrocomet.distill.parallel import processes
+    from afrocomet.workdir import run_folder
+
+    config = validate(config)
+    procs = processes()
+    shapes = check_before_training(config, main=procs.is_main, overwrite=overwrite, resume=resume, source=source)
+    started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)  # new heads of pretrained models: the same in every process and launcher
+    with run_folder(Path(config.out), resume=resume, overwrite=overwrite, main=procs.is_main) as work:
+        if procs.is_main:
+            save_config(config, work / "config.yaml")
+        ctx = Context(config, prepare_inputs(config, shapes, work), device, work, progress)
+        teacher_mlm, teacher = prepare_teacher(ctx)
+        trim = trim_vocabulary(ctx, teacher_mlm, teacher) if config.model.trim_vocab else None
+        seeds = [config.seed + i for i in range(config.seeds)]
+        models = train_students(ctx, teacher_mlm, teacher, seeds)
+        if not procs.is_main:  # training is shared; evaluation and the report are the main process's
+            return {}
+        languages, preds = evaluate_systems(ctx, models)
+        save_models(ctx, models)
+        results = collect_results(ctx, models, languages, seeds, trim, started, t0)
+        write_outputs(ctx, results, preds)
+    return results
+
+
+def check_before_training(config: RunConfig, *, main: bool, overwrite: bool, resume: bool, source: str):
+    """The output folder, the pre-flight of models and layer maps, and (resume) the saved config.
+    Returns the model shapes the tokenizer is checked against."""
+    from afrocomet.distill.doctor import preflight
+
+    out = Path(config.out)
+    if main:
+        check_output_dir(out, overwrite)
+    shapes = preflight(config, where=source)
+    if resume:
+        check_resume(config, out)
+    return shapes
+
+
+def prepare_inputs(config: RunConfig, shapes, work: Path):
+    """Datasets -> the run's tokenizer (checked against the models) -> encoded splits."""
+    from afrocomet.distill.doctor import check_tokenizer_fits
+    from afrocomet.workdir import STATE
+
+    datasets = load_datasets(config)
+    tokenizer = prepare_tokenizer(config, datasets, work / STATE)
+    check_tokenizer_fits(config, tokenizer, shapes)
+    return prepare_data(config, datasets, tokenizer)
+
+
+def train_students(ctx: Context, teacher_mlm: nn.Module | None, teacher: nn.Module, seeds: list[int]) -> Models:
+    """The teacher, and every student variant: per seed, one multilingual student or one per language."""
+    contexts = language_contexts(ctx)
+    models: Models = {"teacher": [{ALL: teacher}]}
+    for v in run_variants(ctx.config):
+        models[v.system] = [
+            {lang: train_student(lctx, teacher_mlm, teacher, v.tag + ("" if lang == ALL else f"[{lang}]")
+                                 + (f"[seed{s}]" if s != seeds[0] else ""), v.stage, s, v.model)
+             for lang, lctx in contexts.items()}
+            for s in seeds]
+    return models
+
+
+def save_models(ctx: Context, models: Models) -> None:
+    """teacher/, and student/ (or student/<lang>/ per language): the first seed's hybrid student."""
+    save_hf_model(models["teacher"][0][ALL], ctx.data.tokenizer, ctx.work / "teacher")
+    for lang, student in models["student"][0].items():
+        save_hf_model(student, ctx.data.tokenizer, ctx.work / "student" / ("" if lang == ALL else lang))
+
+
+def collect_results(ctx: Context, models: Models, languages: dict, seeds: list[int], trim: dict | None,
+                    started: str, t0: float) -> dict:
+    """results.json: metrics per language and on average, retention, efficiency, stages, settings."""
+    from afrocomet import __version__
+    from afrocomet.config import to_dict
+    from afrocomet.evaluate import average_metrics, retention
+
+    systems = list(next(iter(languages.values())))
+    average = {sys_: average_metrics({lang: row[sys_] for lang, row in languages.items()}) for sys_ in systems}
+    teacher, students = models["teacher"][0][ALL], models["student"][0]
+    student = next(iter(students.values()))
+    results = {
+        "afrocomet_version": __version__, "created": started, "labels": list(ctx.data.labels), "systems": systems,
+        "languages": languages, "average": average,
+        "retention": retention(average["student"], average["teacher"]),
+        "efficiency": measure_efficiency(ctx, teacher, student),
+        "stages": ctx.results, "truncated": ctx.data.truncated, "seeds": seeds, "device": str(ctx.device),
+        "sampling": {"alpha": ctx.sampling_alpha, "search": ctx.alpha_search,
+                     "per_language": len(students) > 1},
+        "config": to_dict(ctx.config),
+    }
+    if trim is not None:
+        results["vocab_trim"] = student_trim(trim, student)
+    results["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    return results
+
+
+def write_outputs(ctx: Context, results: dict, preds: dict) -> None:
+    """predictions/<lang>.tsv, results.json, the report, and the student's model card."""
+    from afrocomet.io import atomic_write_json, atomic_write_text
+    from afrocomet.report import model_card, write_report
+
+    write_predictions(ctx, preds, ctx.work)
+    atomic_write_json(ctx.work / "results.json", results)
+    write_report(results, ctx.work)
+    atomic_write_text(ctx.work / "student" / "README.md", model_card(results))

@@ -1,0 +1,141 @@
+"""The students one run trains (the hybrid one, the ablations, the comparisons): each goes through
+stage 1 (task-agnostic, masked LM) then stage 2 (task-specific), from the same teachers."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import replace
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from afrocomet.config import RunConfig, StageConfig
+from afrocomet.models.presets import is_preset
+from afrocomet.run.context import Context
+from afrocomet.run.teacher import convert_head
+
+log = logging.getLogger("afrocomet")
+
+STUDENT_STAGES = ("distill-mlm", "distill-task", "student-finetune")
+
+
+class Variant(NamedTuple):
+    """A student trained in the run: system name, tag in stage names, overrides of the distillation
+    stages' fields (StageConfig) and of the model fields (ModelConfig)."""
+
+    system: str
+    tag: str
+    stage: dict
+    model: dict = {}
+
+
+VARIANTS = (
+    Variant("student", "", {}),
+    Variant("student_kd_only", "[kd_only]", {"attention_weight": 0.0}),
+    Variant("student_no_distill", "[no_distill]", {"kd_weight": 0.0, "attention_weight": 0.0}),
+)
+ALL = "*"  # key of the one multilingual model in a {language: model} mapping
+
+
+def language_contexts(ctx: Context) -> dict[str, Context]:
+    """{ALL: ctx} for one multilingual student, or one context per language (data.per_language)."""
+    if not ctx.config.data.per_language or len(ctx.data.datasets) == 1:
+        return {ALL: ctx}
+    return {lang: replace(ctx, data=ctx.data.only(lang)) for lang in ctx.data.datasets}
+
+
+def run_variants(config: RunConfig) -> list[Variant]:
+    """The students one run trains: the hybrid one, the ablations, (compare_adaptive) the hybrid
+    student with adaptive loss weights, and (compare_init) with the other `model.student_init`."""
+    variants = list(VARIANTS if config.ablations else VARIANTS[:1])
+    if config.compare_adaptive != "none":
+        variants.append(Variant("student_adaptive", "[adaptive]", {"adaptive": config.compare_adaptive}))
+    if config.compare_init:
+        other = "random" if config.model.student_init == "teacher" else "teacher"
+        variants.append(Variant(f"student_{other}_init", f"[{other}_init]", {}, {"student_init": other}))
+    return variants
+
+
+def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, overrides: dict, seed: int,
+                  model_overrides: dict | None = None) -> nn.Module:
+    """Stage 1 (task-agnostic, MLM) then stage 2 (task-specific) for one student variant."""
+    from afrocomet.models.build import build_model, load_pretrained
+    from afrocomet.models.presets import get_preset
+
+    m, vocab, labels = replace(ctx.config.model, **(model_overrides or {})), len(ctx.data.tokenizer), ctx.id2label
+    torch.manual_seed(seed)
+    if is_preset(m.student):
+        student = build_model(get_preset(m.student), "mlm", vocab_size=vocab, seed=seed)
+        if m.student_init == "teacher":
+            init_student(ctx, student, teacher_mlm if teacher_mlm is not None else teacher_cls, tag)
+    else:
+        student = load_pretrained(m.student, "mlm", trust_remote_code=m.trust_remote_code)
+        if m.student_init == "teacher":
+            log.info("student %s is a saved model: its own weights are kept (student_init=teacher skipped)", m.student)
+        if ctx.vocab_keep is not None:
+            from afrocomet.models.vocab import trim_model
+
+            student = trim_model(student, ctx.vocab_keep)
+    for stage in ctx.config.stages:
+        if stage.kind not in STUDENT_STAGES:
+            continue
+        stage = replace(stage, **overrides) if stage.kind != "student-finetune" else stage
+        if stage.kind == "distill-mlm":
+            ctx.train(stage, student, teacher=teacher_mlm if _uses_teacher(stage) else None, tag=tag, seed=seed)
+        else:
+            if "MaskedLM" in type(student).__name__:
+                student = convert_head(student, "classification", len(labels), labels)
+            teacher = teacher_cls if _uses_teacher(stage) else None
+            if stage.kind == "distill-task" and ctx.alpha is None and _searches_alpha(ctx):
+                choose_alpha(ctx, stage, student, teacher, seed)
+            ctx.train(stage, student, teacher=teacher, tag=tag, seed=seed)
+    if "MaskedLM" in type(student).__name__:
+        student = convert_head(student, "classification", len(labels), labels)
+    return student.eval()
+
+
+def init_student(ctx: Context, student: nn.Module, teacher: nn.Module, tag: str) -> None:
+    """student_init=teacher (models/init.py); what was done is recorded with the stage results."""
+    from afrocomet.models.init import init_from_teacher
+
+    t0 = time.perf_counter()
+    report = {"kind": "student-init", "steps": 0, **init_from_teacher(student, teacher)}
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    log.info("student initialised from the teacher (explained variance %.3f) in %.1fs", report["explained_variance"],
+             report["seconds"])
+    ctx.results[f"student-init{tag}"] = report
+
+
+def _searches_alpha(ctx: Context) -> bool:
+    return bool(ctx.config.data.alpha_candidates) and len(set(ctx.data.train.groups)) > 1
+
+
+def choose_alpha(ctx: Context, stage: StageConfig, student: nn.Module, teacher: nn.Module | None, seed: int) -> float:
+    """Language sampling alpha chosen on dev: a short copy of `stage` per candidate, from the same
+    student; the best dev score wins (ties: the one nearest data.sampling_alpha). Sets ctx.alpha.
+
+    The probes read the teacher-output cache that `stage` itself would build (they build it first),
+    so the search costs the student's steps only."""
+    from afrocomet.distill.trainer import reads_an_epoch
+
+    steps, default = min(ctx.config.data.alpha_search_steps, stage.max_steps or math.inf), ctx.config.data.sampling_alpha
+    build = reads_an_epoch(stage, len(ctx.data.train))
+    scores: dict[float, float] = {}
+    for alpha in ctx.config.data.alpha_candidates:
+        probe = replace(stage, name=f"alpha-search[{alpha:g}]", max_steps=steps, eval_every=steps, patience=0)
+        ctx.train(probe, copy.deepcopy(student), teacher=teacher, seed=seed, alpha=alpha, build_cache=build)
+        scores[alpha] = float(ctx.results[probe.name]["best_score"])
+    ctx.alpha = max(scores, key=lambda a: (scores[a], -abs(a - default)))
+    ctx.alpha_search = {"stage": stage.name, "steps": steps, "dev_weighted_f1": {f"{a:g}": v for a, v in scores.items()},
+                        "chosen": ctx.alpha}
+    log.info("language sampling alpha %g chosen on dev (%s)", ctx.alpha,
+             ", ".join(f"{a:g}: {v:.4f}" for a, v in scores.items()))
+    return ctx.alpha
+
+
+def _uses_teacher(stage: StageConfig) -> bool:
+    return stage.kind in ("distill-mlm", "distill-task") and (stage.kd_weight > 0 or stage.attention_weight > 0)

@@ -1,0 +1,129 @@
+"""Teacher preparation: the masked-LM teacher for stage 1 and the classification teacher for stage 2
+(built and trained here for presets, loaded otherwise), vocabulary trimming, and the model helpers
+the run shares (a new head on the same encoder, a Hugging Face folder)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+from torch import nn
+
+from afrocomet.config import RunConfig, StageConfig
+from afrocomet.data.corpus import read_extra_text
+from afrocomet.errors import AfroCometError
+from afrocomet.models.presets import is_preset
+from afrocomet.run.context import Context
+from afrocomet.run.inputs import prepare_data
+
+log = logging.getLogger("afrocomet")
+
+
+def prepare_teacher(ctx: Context) -> tuple[nn.Module | None, nn.Module]:
+    """Teacher preparation: (masked-LM teacher for stage 1, classification teacher for stage 2)."""
+    from afrocomet.models.build import build_model, load_pretrained
+    from afrocomet.models.presets import get_preset
+
+    m, vocab = ctx.config.model, len(ctx.data.tokenizer)
+    labels = ctx.id2label
+    pretrain, finetune = _stage(ctx.config, "teacher-pretrain"), _stage(ctx.config, "teacher-finetune")
+    need_mlm = _stage(ctx.config, "distill-mlm") is not None
+    if is_preset(m.teacher):
+        mlm = build_model(get_preset(m.teacher), "mlm", vocab_size=vocab, seed=ctx.config.seed)
+        if pretrain is not None:
+            ctx.train(pretrain, mlm)
+        cls = convert_head(mlm, "classification", len(labels), labels)
+    else:
+        mlm = load_pretrained(m.teacher, "mlm", trust_remote_code=m.trust_remote_code) if need_mlm else None
+        cls = load_pretrained(m.teacher, "classification", num_labels=len(labels), id2label=labels,
+                              trust_remote_code=m.trust_remote_code)
+        if has_task_head(m.teacher, labels, m.trust_remote_code):
+            log.info("teacher %s already has a %d-class head: fine-tuning skipped", m.teacher, len(labels))
+            finetune = None
+    if finetune is not None:
+        ctx.train(finetune, cls)
+    for model in (mlm, cls):
+        if model is not None:
+            model.eval().requires_grad_(False)
+    return mlm, cls
+
+
+def _stage(config: RunConfig, kind: str) -> StageConfig | None:
+    return next((s for s in config.stages if s.kind == kind), None)
+
+
+def has_task_head(name_or_path: str, id2label: dict[int, str], trust_remote_code: bool = False) -> bool:
+    """True when a saved model is already a sequence classifier over exactly these labels."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return False
+    archs = config.architectures or []
+    same = {str(v).lower() for v in config.id2label.values()} == {v.lower() for v in id2label.values()}
+    return any(a.endswith("ForSequenceClassification") for a in archs) and same
+
+
+def convert_head(model: nn.Module, task: str, num_labels: int, id2label: dict[int, str]) -> nn.Module:
+    """The same encoder with another head: masked-LM <-> sequence classification.
+
+    The encoder weights are copied; the new head starts as the model class initialises it.
+    """
+    from afrocomet.models.build import build_model
+
+    config = copy.deepcopy(model.config)
+    config.num_labels = num_labels
+    config.id2label = {int(k): v for k, v in id2label.items()}
+    config.label2id = {v: int(k) for k, v in id2label.items()}
+    new = build_model(config, task)
+    missing, unexpected = new.base_model.load_state_dict(model.base_model.state_dict(), strict=False)
+    bad = [k for k in missing if not k.startswith("pooler.")]
+    if bad or unexpected:
+        raise AfroCometError(f"could not move the encoder to a {task} model: missing {bad[:3]}, unexpected {unexpected[:3]}")
+    return new.to(next(model.parameters()).device)
+
+
+def trim_vocabulary(ctx: Context, teacher_mlm: nn.Module | None, teacher_cls: nn.Module) -> dict:
+    """Keep the vocabulary rows the training text (train tweets + extra text) uses, in both teachers
+    with the same ids; the run's data is re-encoded with the trimmed tokenizer, and students are
+    built at (or, from a folder, trimmed to) the new size. Returns the numbers for results.json."""
+    from afrocomet.models.vocab import trim_together
+
+    texts = [t for ds in ctx.data.datasets.values() for t in ds.texts("train")]
+    texts += read_extra_text(ctx.config.data.extra_text)
+    models = {"teacher": teacher_cls, **({"teacher_mlm": teacher_mlm} if teacher_mlm is not None else {})}
+    tokenizer, keep, reports = trim_together(models, ctx.data.tokenizer, texts)
+    ctx.data = prepare_data(ctx.config, ctx.data.datasets, tokenizer)
+    ctx.vocab_keep = keep
+    r = reports["teacher"]
+    log.info("vocabulary trimmed: %s", r.summary())
+    return {"rows_kept": r.rows_kept, "rows_total": r.rows_total, "kept_fraction": r.kept_fraction, "texts": r.texts,
+            "teacher": {"parameters_before": r.parameters_before, "parameters_after": r.parameters_after}}
+
+
+def student_trim(trim: dict, student: nn.Module) -> dict:
+    """The student's parameters now and with the untrimmed vocabulary (only word-embedding rows differ)."""
+    from afrocomet.models.build import count_parameters
+
+    after = count_parameters(student)
+    removed = (trim["rows_total"] - trim["rows_kept"]) * student.config.hidden_size
+    return {**trim, "student": {"parameters_before": after + removed, "parameters_after": after}}
+
+
+def save_hf_model(model: nn.Module, tokenizer, out_dir: Path) -> Path:
+    """A standard Hugging Face folder (config.json with id2label, model.safetensors, tokenizer files)."""
+    from afrocomet.io import atomic_dir
+    from afrocomet.tokenizer import write_tokenizer
+
+    from transformers.utils import logging as hf_logging
+
+    with atomic_dir(out_dir) as tmp:
+        hf_logging.disable_progress_bar()  # one shard of a small model: no bar needed
+        try:
+            model.save_pretrained(tmp)  # safetensors
+        finally:
+            hf_logging.enable_progress_bar()
+        write_tokenizer(tokenizer, tmp, model.config)  # with model_max_length
+    return out_dir
