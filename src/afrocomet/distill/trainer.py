@@ -163,21 +163,18 @@ def preflight_invariants(cfg: StageConfig, student: nn.Module, teacher: nn.Modul
                              + "; ".join(f"{c.name}: {c.detail}" for c in failed))
 
 
-def _micro_step(loss_fn: HybridLoss, student: nn.Module, teacher: nn.Module | None, batch: dict[str, torch.Tensor],
-                temperature: float, procs, device: torch.device, grad_accum: int) -> dict[str, float]:
+def _micro_step(synced, teacher: nn.Module | None, batch: dict[str, torch.Tensor], temperature: float, procs,
+                device: torch.device, grad_accum: int, final: bool) -> dict[str, float]:
     """Forward and backward on this process's rows of one global batch; returns the global loss values
     (each term, then `total`). On several processes the terms are weighted by this process's share
-    of the rows (afrocomet.distill.parallel), so averaged gradients equal the one-process ones."""
-    share = procs.shares(batch, loss_fn.task)
-    if batch["input_ids"].shape[0]:
+    of the rows, and DDP averages the gradients during the `final` micro-step's backward
+    (afrocomet.distill.parallel.Synchronised), so they equal the one-process ones."""
+    share = procs.shares(batch, synced.task)
+    with synced.sync(final):
         with autocast_for(device):
-            terms = procs.apply_shares(loss_fn(student, teacher, batch, temperature), share)
-            total = loss_fn.balancer(terms)
-    else:  # fewer rows than processes in this batch: this process adds nothing but the learned weights' terms
-        terms = {name: torch.zeros((), device=device) for name in loss_fn.weights}
-        total = loss_fn.balancer(terms)
-    if total.requires_grad:
-        (total / grad_accum).backward()
+            terms, total = synced(teacher, batch, temperature, share)
+        if total.requires_grad:
+            (total / grad_accum).backward()
     values = {**{k: float(v.detach()) for k, v in terms.items()}, "total": float(total.detach())}
     return dict(zip(values, procs.mean_values(list(values.values()))))
 
@@ -234,7 +231,7 @@ def train_stage(
     `build_cache` overrides when a teacher-output cache is built (None: when the stage reads an epoch).
     """
     from afrocomet.distill.checkpoint import LoopState, load_checkpoint, save_checkpoint
-    from afrocomet.distill.parallel import processes
+    from afrocomet.distill.parallel import Synchronised, processes
 
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -277,6 +274,7 @@ def train_stage(
     if resume_from is not None:  # after every module is built: the checkpoint restores all generators
         loop = load_checkpoint(Path(resume_from), student=student, loss_fn=loss_fn, optimizer=optimizer,
                                scheduler=scheduler, masker=masker)
+    synced = Synchronised(procs, student, loss_fn)  # DDP over the student and the loss module (several processes)
     out = Path(out_dir) if out_dir is not None else None
     log_fh = _open_log(out, loop.log_offset if resume_from is not None else None)
     result = StageResult(cfg.name, cfg.kind, log=None if out is None else str(out / "log.jsonl"),
@@ -303,13 +301,13 @@ def train_stage(
                         continue  # nothing masked in this (tiny) batch: no MLM signal
                 batch = {k: v.to(device) for k, v in procs.shard(batch).items()}
                 temperature = temperature_at(step, total_steps, cfg.temperature, cfg.final_temperature)
-                values = _micro_step(loss_fn, student, teacher, batch, temperature, procs, device, cfg.grad_accum)
+                values = _micro_step(synced, teacher, batch, temperature, procs, device, cfg.grad_accum,
+                                     final=(micro + 1) % cfg.grad_accum == 0)
                 micro += 1
                 for name, value in values.items():
                     history.setdefault(name, []).append(value)
                 if micro % cfg.grad_accum:
                     continue
-                procs.average_gradients([p for m in trainable for p in m.parameters() if p.requires_grad])
                 if cfg.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_([p for m in trainable for p in m.parameters()], cfg.max_grad_norm)
                 optimizer.step()
