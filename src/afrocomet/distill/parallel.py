@@ -143,8 +143,10 @@ class Synchronised:
             from accelerate import Accelerator
             from accelerate.utils import DistributedDataParallelKwargs
 
-            # the student's buffers (position ids) are constants: no broadcast before each forward
-            ddp = DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False)
+            # buffers keep DDP's default (rank 0's, sent before each forward: the student's are two
+            # small constant id rows); `broadcast_buffers=False` is deprecated in torch >= 2.13 and
+            # accelerate has no field for its successor `forward_sync_buffers`
+            ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
             self._accelerator = Accelerator(cpu=not torch.cuda.is_available(), device_placement=False,
                                             kwargs_handlers=[ddp])
             self.module = self._accelerator.prepare_model(self.module)
