@@ -6,8 +6,9 @@ MLM masks), keeps rows `rank::world` of it, and scales each loss term by its sha
 term averages over, so that after averaging the gradients across processes they equal the one-process
 gradient of the same global batch (up to float summation order). The averaging is DDP's own
 (`Synchronised`: the student and the loss module as one module prepared by `accelerate`): it
-all-reduces gradient buckets while backward still runs. The loss values logged are the global ones. One process (the main one) evaluates on dev, writes logs, checkpoints and the report;
-its dev score is broadcast so every process takes the same early-stopping decision.
+all-reduces gradient buckets while backward still runs. The loss values logged are the global ones.
+One process (the main one) evaluates on dev, writes logs, checkpoints and the report; its dev score
+is broadcast so every process takes the same early-stopping decision.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class Processes:
         return self.world * local / self.all_sum(local).clamp(min=1)
 
     @staticmethod
-    def apply_shares(terms: dict[str, torch.Tensor], share: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def apply_shares(terms: dict[str, torch.Tensor],
+                     share: torch.Tensor | list[float] | None) -> dict[str, torch.Tensor]:
         if share is None:
             return terms
         return {k: v * float(share[1] if k == "attention" else share[0]) for k, v in terms.items()}
@@ -108,7 +110,7 @@ class _Joint(nn.Module):
         self.student, self.loss_fn = student, loss_fn
 
     def forward(self, teacher: nn.Module | None, batch: dict[str, torch.Tensor], temperature: float,
-                share: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                share: list[float] | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         if batch["input_ids"].shape[0]:
             terms = Processes.apply_shares(self.loss_fn(self.student, teacher, batch, temperature), share)
         else:  # fewer rows than processes: no term but the learned weights' own, and a zero-gradient anchor
@@ -154,7 +156,8 @@ class Synchronised:
     def __call__(self, teacher: nn.Module | None, batch: dict[str, torch.Tensor], temperature: float,
                  share: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """This process's share-weighted loss terms and their total (backward averages the gradients)."""
-        return self.module(teacher, batch, temperature, share)
+        # the shares as floats: DDP would copy a tensor argument to the GPU, and apply_shares reads floats
+        return self.module(teacher, batch, temperature, None if share is None else share.tolist())
 
     def sync(self, final: bool):
         """Context for a micro-step's forward and backward: gradients are synchronised on the `final`
