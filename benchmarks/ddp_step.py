@@ -105,8 +105,9 @@ def batches(args, vocab: int, step: int) -> list[dict[str, torch.Tensor]]:
 def measure(procs, args) -> dict[str, list[float]]:
     """Seconds per step of each row (round-robin), on this process."""
     torch.set_num_threads(1)
-    teacher = random_model(args.teacher, "classification", seed=0).eval().requires_grad_(False)
-    student = random_model(args.student, "classification", seed=1)
+    teacher = random_model(args.teacher, "classification", vocab_size=args.vocab, seed=0)
+    teacher.eval().requires_grad_(False)
+    student = random_model(args.student, "classification", vocab_size=args.vocab, seed=1)
     runs = {row: make_step(row, procs, student, teacher, args) for row in ROWS}
     times: dict[str, list[float]] = {row: [] for row in ROWS}
     for i in range(args.warmup + args.steps):
@@ -149,6 +150,7 @@ def main() -> None:
     parser.add_argument("--json", dest="json_path", default=None, help="write the results here")
     parser.add_argument("--teacher", default="demo-teacher")
     parser.add_argument("--student", default="demo-student")
+    parser.add_argument("--vocab", type=int, default=None, help="vocabulary of both models (default: the presets')")
     parser.add_argument("--matching", default="mean", help="attention matching (projection adds loss-module weights)")
     parser.add_argument("--batch", type=int, default=32, help="global batch per micro-step")
     parser.add_argument("--seq", type=int, default=64)
@@ -173,7 +175,7 @@ def main() -> None:
             for world in (1, 2) for row, v in times[world].items()]
     ratio = statistics.median(times[2]["ddp"]) / statistics.median(times[2]["flat"])
     load_after = machine().get("load_average")
-    print(f"{args.teacher} -> {args.student}, stage-2 terms ({args.matching} matching), global batch {args.batch}, "
+    print(f"{args.teacher} -> {args.student} (vocab {args.vocab or 'of the presets'}), stage-2 terms ({args.matching} matching), global batch {args.batch}, "
           f"seq {args.seq}, grad_accum {args.grad_accum}; median of {args.steps} steps x {rounds} rounds "
           f"(round-robin); load average before {load_before}, after {load_after}")
     print(table(rows, ["row", "processes", "median_ms", "min_ms", "vs_1proc_same_row", "n"]))
