@@ -4,17 +4,21 @@
 joins them (gloo on CPU, NCCL on GPUs). Every process sees the same global batch (same order, same
 MLM masks), keeps rows `rank::world` of it, and scales each loss term by its share of the rows the
 term averages over, so that after averaging the gradients across processes they equal the one-process
-gradient of the same global batch (up to float summation order). The loss values logged are the
-global ones. One process (the main one) evaluates on dev, writes logs, checkpoints and the report;
-its dev score is broadcast so every process takes the same early-stopping decision.
+gradient of the same global batch (up to float summation order). The averaging is DDP's own
+(`Synchronised`: the student and the loss module as one module prepared by `accelerate`): it
+all-reduces gradient buckets while backward still runs. The loss values logged are the global ones.
+One process (the main one) evaluates on dev, writes logs, checkpoints and the report; its dev score
+is broadcast so every process takes the same early-stopping decision.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,8 @@ class Processes:
         return self.world * local / self.all_sum(local).clamp(min=1)
 
     @staticmethod
-    def apply_shares(terms: dict[str, torch.Tensor], share: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def apply_shares(terms: dict[str, torch.Tensor],
+                     share: torch.Tensor | list[float] | None) -> dict[str, torch.Tensor]:
         if share is None:
             return terms
         return {k: v * float(share[1] if k == "attention" else share[0]) for k, v in terms.items()}
@@ -65,30 +70,6 @@ class Processes:
         if self.world == 1:
             return values
         return (self.all_sum(torch.tensor(values, dtype=torch.float64)) / self.world).tolist()
-
-    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
-        """All-reduce the gradients (one flat buffer), divided by the number of processes.
-
-        A parameter no process has a gradient for keeps `grad=None` (the optimizer skips it, as on
-        one process); one that some processes lack counts as zeros there.
-        """
-        if self.world == 1:
-            return
-        import torch.distributed as dist
-
-        has = self.all_sum(torch.tensor([p.grad is not None for p in params], dtype=torch.float32))
-        active = [p for p, h in zip(params, has.tolist()) if h > 0]
-        if not active:
-            return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in active]
-        flat = torch.cat([g.reshape(-1).float() for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.world
-        offset = 0
-        for p in active:
-            n = p.numel()
-            p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
-            offset += n
 
     def broadcast(self, value: float | None) -> float | None:
         """The main process's value on every process."""
@@ -118,6 +99,72 @@ class Processes:
             import torch.distributed as dist
 
             dist.barrier()
+
+
+class _Joint(nn.Module):
+    """The student and the loss module (attention projections, learned term weights) as one module:
+    the unit DDP synchronises. Its forward is one micro-step: the share-weighted terms and their total."""
+
+    def __init__(self, student: nn.Module, loss_fn: nn.Module):
+        super().__init__()
+        self.student, self.loss_fn = student, loss_fn
+
+    def forward(self, teacher: nn.Module | None, batch: dict[str, torch.Tensor], temperature: float,
+                share: list[float] | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        if batch["input_ids"].shape[0]:
+            terms = Processes.apply_shares(self.loss_fn(self.student, teacher, batch, temperature), share)
+        else:  # fewer rows than processes: no term but the learned weights' own, and a zero-gradient anchor
+            # so that this process joins the backward all-reduce (the anchor is the student's first
+            # trainable tensor, which another process always uses: it adds 0 to the average, as it should)
+            anchor = next(p for p in self.student.parameters() if p.requires_grad)
+            device = anchor.device
+            terms = {name: torch.zeros((), device=device) for name in self.loss_fn.weights}
+            first = next(iter(terms))
+            terms[first] = terms[first] + 0.0 * anchor.sum()
+        return terms, self.loss_fn.balancer(terms)
+
+
+class Synchronised:
+    """`student` and `loss_fn` (a distill.trainer.HybridLoss) trained together, their gradients
+    averaged over processes by DistributedDataParallel (through `accelerate`): buckets all-reduce
+    while backward runs, and any parameter of either module is included. On one process: no DDP,
+    the same operations as calling `loss_fn` directly. The teacher is an argument of each call, never
+    part of the synchronised module (frozen, never broadcast). The modules keep their own state-dict
+    keys: checkpoints save `student` and `loss_fn`, not this.
+
+    Parameters unused in a step (a term switched off, a head the task does not use, a process
+    without rows) are found each step (`find_unused_parameters`), so DDP does not wait for them.
+    """
+
+    def __init__(self, procs: Processes, student: nn.Module, loss_fn: nn.Module):
+        self.procs = procs
+        self.task = loss_fn.task
+        self.module: nn.Module = _Joint(student, loss_fn)
+        self._accelerator = None
+        if procs.world > 1:
+            from accelerate import Accelerator
+            from accelerate.utils import DistributedDataParallelKwargs
+
+            # buffers keep DDP's default (rank 0's, sent before each forward: the student's are two
+            # small constant id rows); `broadcast_buffers=False` is deprecated in torch >= 2.13 and
+            # accelerate has no field for its successor `forward_sync_buffers`
+            ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+            self._accelerator = Accelerator(cpu=not torch.cuda.is_available(), device_placement=False,
+                                            kwargs_handlers=[ddp])
+            self.module = self._accelerator.prepare_model(self.module)
+
+    def __call__(self, teacher: nn.Module | None, batch: dict[str, torch.Tensor], temperature: float,
+                 share: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """This process's share-weighted loss terms and their total (backward averages the gradients)."""
+        # the shares as floats: DDP would copy a tensor argument to the GPU, and apply_shares reads floats
+        return self.module(teacher, batch, temperature, None if share is None else share.tolist())
+
+    def sync(self, final: bool):
+        """Context for a micro-step's forward and backward: gradients are synchronised on the `final`
+        micro-step of an optimizer step only (earlier ones accumulate locally, `no_sync`)."""
+        if self._accelerator is None or final:
+            return contextlib.nullcontext()
+        return self._accelerator.no_sync(self.module)
 
 
 def launch_command(num_processes: int, args: list[str]) -> list[str]:

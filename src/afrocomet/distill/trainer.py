@@ -33,7 +33,7 @@ from afrocomet.distill.invariants import preflight_invariants
 from afrocomet.distill.memory import require_memory
 from afrocomet.distill.objective import DISTILL_KINDS, HybridLoss
 from afrocomet.distill.optimization import StepPlan, build_optimizer
-from afrocomet.distill.parallel import processes
+from afrocomet.distill.parallel import Synchronised, processes
 from afrocomet.distill.steplog import StepLog
 from afrocomet.distill.weighting import temperature_at
 from afrocomet.errors import AfroCometError
@@ -123,21 +123,18 @@ def _batches(train: Encoded, cfg: StageConfig, tokenizer, loop: LoopState, *, se
         epoch, skip = epoch + 1, 0
 
 
-def _micro_step(loss_fn: HybridLoss, student: nn.Module, teacher: nn.Module | None, batch: dict[str, torch.Tensor],
-                temperature: float, procs, device: torch.device, grad_accum: int) -> dict[str, float]:
+def _micro_step(synced, teacher: nn.Module | None, batch: dict[str, torch.Tensor], temperature: float, procs,
+                device: torch.device, grad_accum: int, final: bool) -> dict[str, float]:
     """Forward and backward on this process's rows of one global batch; returns the global loss values
     (each term, then `total`). On several processes the terms are weighted by this process's share
-    of the rows (afrocomet.distill.parallel), so averaged gradients equal the one-process ones."""
-    share = procs.shares(batch, loss_fn.task)
-    if batch["input_ids"].shape[0]:
+    of the rows, and DDP averages the gradients during the `final` micro-step's backward
+    (afrocomet.distill.parallel.Synchronised), so they equal the one-process ones."""
+    share = procs.shares(batch, synced.task)
+    with synced.sync(final):
         with autocast_for(device):
-            terms = procs.apply_shares(loss_fn(student, teacher, batch, temperature), share)
-            total = loss_fn.balancer(terms)
-    else:  # fewer rows than processes in this batch: this process adds nothing but the learned weights' terms
-        terms = {name: torch.zeros((), device=device) for name in loss_fn.weights}
-        total = loss_fn.balancer(terms)
-    if total.requires_grad:
-        (total / grad_accum).backward()
+            terms, total = synced(teacher, batch, temperature, share)
+        if total.requires_grad:
+            (total / grad_accum).backward()
     values = {**{k: float(v.detach()) for k, v in terms.items()}, "total": float(total.detach())}
     return dict(zip(values, procs.mean_values(list(values.values()))))
 
@@ -164,6 +161,7 @@ def train_stage(cfg: StageConfig, student: nn.Module, train: Encoded, *, tokeniz
     procs = processes()  # logs, checkpoints and the report are the main process's
     # after every module is built: the checkpoint restores all generators
     loop = LoopState() if resume_from is None else load_checkpoint(Path(resume_from), **parts)
+    synced = Synchronised(procs, student, loss_fn)  # DDP over the student and the loss module (several processes)
     log = StepLog(out_dir if procs.is_main else None, loop, resumed=resume_from is not None, name=cfg.name,
                   total_steps=plan.total_steps, log_every=cfg.log_every, progress=progress and procs.is_main)
     stopper = EarlyStopping(evaluate, plan.eval_every, plan.total_steps, cfg.patience, loop, procs, device)
@@ -175,11 +173,11 @@ def train_stage(cfg: StageConfig, student: nn.Module, train: Encoded, *, tokeniz
         while step < plan.total_steps:
             epoch, batch_index, batch = next(batches)
             temperature = temperature_at(step, plan.total_steps, cfg.temperature, cfg.final_temperature)
-            log.add(_micro_step(loss_fn, student, teacher, batch, temperature, procs, device, cfg.grad_accum))
+            final = (micro + 1) % cfg.grad_accum == 0  # DDP averages the gradients in this micro-step's backward
+            log.add(_micro_step(synced, teacher, batch, temperature, procs, device, cfg.grad_accum, final))
             micro += 1
-            if micro % cfg.grad_accum:
+            if not final:
                 continue
-            procs.average_gradients([p for m in trainable for p in m.parameters() if p.requires_grad])
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_([p for m in trainable for p in m.parameters()], cfg.max_grad_norm)
             optimizer.step()
