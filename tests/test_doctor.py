@@ -218,9 +218,11 @@ def test_run_doctor_passes_on_tiny_presets(afrisenti_dir):
     json.dumps([c.to_dict() for c in checks])
 
 
-def test_run_doctor_refuses_what_cannot_fit(afrisenti_dir):
+def test_run_doctor_refuses_what_cannot_fit(afrisenti_dir, monkeypatch):
+    # the largest batch the config accepts, on a machine with 64 MiB free
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": 64 * 2**20)
     with pytest.raises(AfroCometError, match="stage 'pretrain' needs about") as info:
-        doctor.run_doctor(tiny_config(afrisenti_dir, batch_size=10**9), sample=100)
+        doctor.run_doctor(tiny_config(afrisenti_dir, batch_size=65536), sample=100)
     assert "\n" not in str(info.value)
 
 
