@@ -179,3 +179,26 @@ def test_a_384_wide_student_initialises_from_the_cut_teacher(e5_cut):
     t_pos = teacher.embeddings.position_embeddings.weight
     # XLM-R position p is row p + 2; BERT's is row p: the student's row 2 is the teacher's row 0 (rotated)
     assert torch.allclose(s_pos[2:130].norm(dim=1), t_pos[:128].norm(dim=1), atol=1e-4)
+
+
+def test_cli_run_warns_in_one_line_and_finishes(e5_cut, small_data, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from afrocomet.config import save_config
+
+    config = _config("demo-teacher", small_data, tmp_path / "out")  # the flag below names the teacher
+    config.stages = [replace(s, max_steps=2) for s in config.stages]
+    save_config(config, tmp_path / "run.yaml")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONWARNINGS", None)
+    proc = subprocess.run([sys.executable, "-m", "afrocomet", "run", "--config", str(tmp_path / "run.yaml"),
+                           "--teacher", str(e5_cut), "--quiet"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("afrocomet: warning: ")]
+    assert sum(HEAD_WARNING in line for line in lines) == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "LOAD REPORT" not in proc.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["config"]["model"]["teacher"] == str(e5_cut) and results["teacher"]["mlm_head"] == "missing"
