@@ -204,3 +204,18 @@ def test_xlmr_student_from_a_bert_teacher_maps_positions_types_and_head(with_hea
         torch.testing.assert_close(student.lm_head.bias, teacher.cls.predictions.bias)
         torch.testing.assert_close(student.lm_head.dense.weight,
                                    w.T @ teacher.cls.predictions.transform.dense.weight @ w)
+
+
+def test_a_random_classification_head_is_never_distilled_from(tmp_path):
+    from afrocomet.config import RunConfig
+    from afrocomet.run.context import Context
+    from afrocomet.run.teacher import _check_task_head
+
+    finetune = StageConfig(name="ft", kind="teacher-finetune")
+    config = RunConfig(stages=[finetune, StageConfig(name="stage2", kind="distill-task")])
+    ctx = Context(config, None, torch.device("cpu"), tmp_path)
+    _check_task_head(ctx, ["classifier.weight"], finetune)  # fine-tuning trains the new head
+    _check_task_head(ctx, [], None)  # a trained head of its own
+    with pytest.raises(AfroCometError, match="no trained classification head") as err:
+        _check_task_head(ctx, ["classifier.weight"], None)
+    assert "\n" not in str(err.value) and "stage2" in str(err.value)
