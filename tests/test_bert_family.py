@@ -219,3 +219,18 @@ def test_a_random_classification_head_is_never_distilled_from(tmp_path):
     with pytest.raises(AfroCometError, match="no trained classification head") as err:
         _check_task_head(ctx, ["classifier.weight"], None)
     assert "\n" not in str(err.value) and "stage2" in str(err.value)
+
+
+def test_trim_folder_refuses_to_save_weights_the_folder_lacks(tmp_path):
+    import json
+
+    from afrocomet.models.vocab import trim_folder
+    from helpers import WORDS, tiny_tokenizer
+
+    folder, _ = _bert_folder(tmp_path, "encoder")
+    tiny_tokenizer().save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "architectures": ["BertForMaskedLM"]}))
+    with pytest.raises(AfroCometError, match="lacks .* weights") as err:
+        trim_folder(folder, tmp_path / "trimmed", [" ".join(WORDS[:5])])
+    assert "\n" not in str(err.value) and not (tmp_path / "trimmed").exists()

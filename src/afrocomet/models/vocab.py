@@ -380,7 +380,10 @@ def trim_folder(model_dir: str | Path, out_dir: str | Path, texts: Sequence[str]
     if task == "base" and not _has_pooler(folder):
         kwargs["add_pooling_layer"] = False  # never save a randomly initialised pooler as if it were real
     with no_progress_bars():
-        model = load_pretrained(folder, task, **kwargs)
+        model, info = load_pretrained(folder, task, output_loading_info=True, **kwargs)
+        if info["missing_keys"]:  # initialised at random: never saved as if they were real weights
+            raise AfroCometError(f"the {task} model lacks {len(info['missing_keys'])} weights (e.g. "
+                                 f"{info['missing_keys'][0]}); trimming would save them at random", path=folder)
         tokenizer, _, reports = trim_together({"model": model}, load_tokenizer(folder), texts, min_count=min_count,
                                               keep_characters=keep_characters)
         with atomic_dir(out_dir) as tmp:
