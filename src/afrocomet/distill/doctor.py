@@ -22,7 +22,7 @@ from afrocomet.data.batching import Encoded, collate, encode
 from afrocomet.device import resolve_device
 from afrocomet.distill.invariants import Check, check_invariants, check_teacher_frozen, model_mode, prepare_batch
 from afrocomet.distill.memory import estimate_memory, gib, memory_error
-from afrocomet.distill.objective import DISTILL_KINDS, HybridLoss, stage_task
+from afrocomet.distill.objective import DISTILL_KINDS, HybridLoss, representation_only, stage_task
 from afrocomet.distill.trainer import train_stage
 from afrocomet.errors import AfroCometError
 from afrocomet.models.presets import is_preset
@@ -108,6 +108,18 @@ def model_shape(name: str, trust_remote_code: bool = False):
                              f"reachable now): {str(exc).strip().splitlines()[0]}") from exc
 
 
+def teacher_head_missing(config: RunConfig) -> list[str]:
+    """The masked-LM head weights a local teacher folder lacks when a distill-mlm stage needs them
+    (from the safetensors headers, seconds): such a stage runs representation-only
+    (`objective.representation_only`), or cannot run at all without an attention term."""
+    from afrocomet.models.build import looks_local, missing_head_weights
+
+    name = config.model.teacher
+    if is_preset(name) or not looks_local(name) or not any(s.kind == "distill-mlm" for s in config.stages):
+        return []
+    return missing_head_weights(name, "mlm", config.model.trust_remote_code)
+
+
 def preflight(config: RunConfig, where: str = "config") -> dict:
     """What can be checked before any data is read or any step is trained: the models' folders
     and weights, and every distillation stage's layer map and attention matching against the real
@@ -119,6 +131,12 @@ def preflight(config: RunConfig, where: str = "config") -> dict:
     shapes = {role: model_shape(name, m.trust_remote_code) for role, name in (("teacher", m.teacher),
                                                                                 ("student", m.student))}
     s, t = shapes["student"], shapes["teacher"]
+    missing = teacher_head_missing(config)
+    for stage in (st for st in config.stages if st.kind == "distill-mlm" and missing):
+        try:
+            representation_only(stage, missing)
+        except AfroCometError as exc:
+            raise AfroCometError(f"{where}: {exc}") from None
     sizes = (f"(student {m.student}: {s.num_hidden_layers} layers, hidden {s.hidden_size}; "
              f"teacher {m.teacher}: {t.num_hidden_layers} layers, hidden {t.hidden_size})")
     for stage in (st for st in config.stages if st.kind in DISTILL_KINDS):
@@ -206,6 +224,9 @@ def run_doctor(config: RunConfig, *, device: str | None = None, sample: int = 20
 
     config = validate(config)
     shapes = preflight(config)
+    missing = teacher_head_missing(config)
+    if missing:
+        config = _without_mlm_head(config, missing)
     dev = resolve_device(device or config.device)
     texts, labels, names = _train_texts(config, sample)
     tokenizer = tokenizer_for(config.model, texts)
@@ -231,13 +252,28 @@ def run_doctor(config: RunConfig, *, device: str | None = None, sample: int = 20
         t_small = _small_copy(full["teacher"], small_layers[1], vocab)
         student = build_model(s_small, task, seed=config.seed + 2 * i).to(dev)
         teacher = build_model(t_small, task, seed=config.seed + 2 * i + 1).to(dev).eval().requires_grad_(False)
+        if missing and stage.kind == "distill-mlm":
+            teacher = teacher.base_model  # as the run: the encoder alone, no head to call
         if not _fits_layers(stage.layer_map, s_small.num_hidden_layers, t_small.num_hidden_layers):
             stage = replace(stage, layer_map=None)  # the small copies have fewer layers: uniform map
         batch = collate(data, range(min(stage.batch_size, 8)), tokenizer.pad_token_id)
         found = check_invariants(student, teacher, tokenizer, stage, batch)
         found += overfit_check(student, teacher, tokenizer, stage, data, steps=steps, seed=config.seed)
         checks += [replace(c, stage=stage.name) for c in found]
+    if missing:
+        checks.insert(0, Check("teacher masked-LM head", True, f"missing ({len(missing)} weights, e.g. {missing[0]}): "
+                               "representation-only (kd_weight 0, attention + MLM labels), encoder only", "distill-mlm"))
     return checks
+
+
+def _without_mlm_head(config: RunConfig, missing: list[str]) -> RunConfig:
+    """`config` with its distill-mlm stages representation-only, as `afrocomet run` would run them."""
+    from afrocomet.quiet import warn
+
+    stages = [representation_only(s, missing) if s.kind == "distill-mlm" else s for s in config.stages]
+    warn(f"teacher {config.model.teacher} has no masked-LM head ({len(missing)} weights missing, e.g. {missing[0]}): "
+         "the doctor checks stage 1 as the run will run it, representation-only (no KD on MLM logits)")
+    return replace(config, stages=stages)
 
 
 def format_checks(checks: list[Check]) -> str:

@@ -26,6 +26,21 @@ def stage_task(kind: str) -> str:
     return "mlm" if kind in MLM_KINDS else "classification"
 
 
+def representation_only(cfg: StageConfig, missing: list[str]) -> StageConfig:
+    """Stage `cfg` (distill-mlm) for a teacher whose masked-LM head is `missing` (weights the
+    checkpoint lacked): the KD term on MLM logits is dropped (kd_weight 0), the attention term and
+    the student's own MLM labels stay, and the teacher then runs its encoder only (HybridLoss).
+    Without an attention term nothing would be learnt from the teacher: a one-line error."""
+    from dataclasses import replace
+
+    if cfg.attention_weight <= 0:
+        raise AfroCometError(
+            f"stage '{cfg.name}' ({cfg.kind}) needs the teacher's masked-LM head, which the teacher folder lacks "
+            f"({len(missing)} weights, e.g. {missing[0]}), and has no attention term to distil without it: set "
+            f"its attention_weight > 0 (representation-only distillation) or remove the stage")
+    return replace(cfg, kd_weight=0.0)
+
+
 def model_outputs(model: nn.Module, batch: dict[str, torch.Tensor], task: str) -> dict[str, torch.Tensor]:
     """The adaptor: a model's outputs as the small dict the losses see (`logits`, `labels`).
 
@@ -84,9 +99,13 @@ class HybridLoss(nn.Module):
     def teacher_outputs(self, teacher: nn.Module | None, batch: dict[str, torch.Tensor]) -> dict:
         """The teacher's `logits` (and, from the cache, its pooled maps under `attention`): read from
         the cache for the batch's example `index` when there is one, else a live forward pass (whose
-        maps the matcher's teacher capture keeps)."""
+        maps the matcher's teacher capture keeps). Without a KD term only the teacher's encoder runs:
+        no head is called (a teacher may have none, see `representation_only`)."""
         if self.cache is not None:
             return self.cache.outputs(batch["index"], batch["attention_mask"], attention=self.matcher is not None)
         with torch.inference_mode():  # frozen, eval mode, never wrapped for gradients
+            if "kd" not in self.weights:  # attention only: the capture keeps the maps of the encoder's layers
+                teacher.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                return {}
             t_out = model_outputs(teacher, batch, self.task)
         return {k: v.clone() for k, v in t_out.items() if v is not None}  # leave inference mode

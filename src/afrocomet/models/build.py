@@ -168,11 +168,16 @@ def load_pretrained(
     num_labels: int = 3,
     id2label: dict[int, str] | None = None,
     trust_remote_code: bool = False,
-) -> PreTrainedModel:
+    output_loading_info: bool = False,
+    add_pooling_layer: bool | None = None,
+) -> PreTrainedModel | tuple[PreTrainedModel, dict[str, list]]:
     """Load a pretrained model for `task` from a local folder or a Hub id, safetensors weights only.
 
     A classification head missing from the checkpoint is initialised at random (e.g. AfroXLMR's
-    MLM checkpoint); a head of another size is an error.
+    MLM checkpoint); a head of another size is an error. With `output_loading_info`, returns
+    (model, transformers' loading info: `missing_keys`, `unexpected_keys`, ... as sorted lists), so
+    that weights initialised at random are known (see `missing_head`). `add_pooling_layer=False`
+    (task "base") builds the encoder without its pooler.
     """
     auto_class = _auto_class(task)
     name = str(name_or_path)
@@ -189,14 +194,58 @@ def load_pretrained(
                 raise AfroCometError(f"id2label has {len(id2label)} labels but num_labels is {num_labels}")
             kwargs["id2label"] = {int(i): str(v) for i, v in id2label.items()}
             kwargs["label2id"] = {str(v): int(i) for i, v in id2label.items()}
+    if add_pooling_layer is not None:
+        kwargs["add_pooling_layer"] = add_pooling_layer
     try:
-        return auto_class.from_pretrained(name, **kwargs)
-    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        model, info = auto_class.from_pretrained(name, output_loading_info=True, **kwargs)
+    except (OSError, ValueError, RuntimeError, TypeError, SafetensorError) as exc:
         hint = ""
         if isinstance(exc, OSError):
             hint = (" (not found locally and could not be downloaded: no network, or HF_HUB_OFFLINE set?"
                     " Pass a local folder with config.json and model.safetensors)")
         raise AfroCometError(f"could not load {task} model {name!r}{hint}: {first_line(exc)}") from exc
+    if not output_loading_info:
+        return model
+    return model, {k: sorted(v, key=str) if isinstance(v, (set, list, tuple)) else v for k, v in info.items()}
+
+
+def missing_head(model: PreTrainedModel, missing_keys: list[str]) -> list[str]:
+    """The weights of `model`'s head (everything beside the encoder, `base_model_prefix`) that the
+    checkpoint lacked, i.e. that transformers initialised at random (`missing_keys` from
+    `load_pretrained(..., output_loading_info=True)`)."""
+    prefix = model.base_model_prefix + "."
+    return [k for k in missing_keys if not k.startswith(prefix)]
+
+
+def missing_head_weights(name_or_path: str | Path, task: str = "mlm", trust_remote_code: bool = False) -> list[str]:
+    """The head weights of a `task` model that a local folder's safetensors lack, read from the
+    files' headers only (no tensor is loaded, the model is built on `meta`): what `load_pretrained`
+    would initialise at random. Tied weights (a decoder tied to the embeddings) do not count."""
+    from transformers import AutoConfig
+
+    folder = check_weights(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            model = _auto_class(task).from_config(config, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as exc:
+        raise AfroCometError(f"could not read the {task} model's shape: {first_line(exc)}", path=folder) from exc
+    tied = set(getattr(model, "_tied_weights_keys", None) or ())
+    prefix = model.base_model_prefix + "."
+    head = [k for k, _ in model.named_parameters(remove_duplicate=False) if not k.startswith(prefix) and k not in tied]
+    saved = saved_keys(folder)
+    return [k for k in head if k not in saved]
+
+
+def saved_keys(folder: str | Path) -> set[str]:
+    """The tensor names in a checked model folder's safetensors (headers only)."""
+    from safetensors import safe_open
+
+    keys: set[str] = set()
+    for shard in _safetensors_files(Path(folder)):
+        with safe_open(str(shard), framework="pt") as f:
+            keys |= set(f.keys())
+    return keys
 
 
 def looks_local(name: str) -> bool:

@@ -7,7 +7,10 @@ over in that basis:
 
 - embeddings: word, position and token-type tables E_s = E_t W. The map is linear, so the
   student's pre-LayerNorm sum (word + position + type) is exactly the projection of the teacher's.
-  A student with fewer positions takes the first rows; extra student positions stay as they are.
+  Positions are matched by number: XLM-R numbers them from padding_idx + 1 = 2, BERT from 0
+  (`position_offset`), so a BERT teacher's row p goes to an XLM-R student's row p + 2. A student
+  with fewer positions takes the first ones; extra student positions stay as they are. Token type
+  0 (the only one the run feeds) maps to type 0.
 - every LayerNorm: β_s = Wᵀ β_t (a vector rotates exactly) and γ_s = diag(Wᵀ diag(γ_t) W), i.e.
   γ_s,j = Σ_i W_ij² γ_t,i, the closest per-feature scale in the new basis. Approximate: LayerNorm
   centres over the features, a direction the basis does not keep.
@@ -21,11 +24,13 @@ over in that basis:
   - feed-forward, when the student's is not wider: the Is teacher neurons with the largest
     ‖W_in[n] W‖·‖Wᵀ W_out[:, n]‖ (those that read from and write into the subspace most), with
     W_in,s = W_in,t[kept] W, W_out,s = Wᵀ W_out,t[:, kept], b_out,s = Wᵀ b_out,t. Else random.
-- masked-LM head (both masked LMs): dense Wᵀ D W, its LayerNorm as above, the vocabulary bias
-  copied (the decoder is tied to the word embeddings). Classification heads are left as they are.
+- masked-LM head (both masked LMs; XLM-R `lm_head` or BERT `cls.predictions.transform`): dense
+  Wᵀ D W, its LayerNorm as above, the vocabulary bias copied (the decoder is tied to the word
+  embeddings). A teacher without a head (an encoder alone) leaves the student's as it is. Classification heads are left as they are.
 
-Requires the same vocabulary (the teacher's embedding rows must mean the student's tokens) and a
-student no wider than the teacher.
+Requires the teacher's vocabulary (the teacher's embedding rows must mean the student's tokens;
+a teacher may have extra rows past the tokenizer's ids, as multilingual-e5's 250,037 for 250,002
+pieces) and a student no wider than the teacher.
 """
 
 from __future__ import annotations
@@ -76,12 +81,23 @@ def _carry_layer_norm(s_ln: nn.LayerNorm, t_ln: nn.LayerNorm, w: torch.Tensor) -
     s_ln.bias.copy_(w.T @ t_ln.bias)
 
 
+def position_offset(config) -> int:
+    """The row of position 0: pad_token_id + 1 for XLM-R/RoBERTa-style models (2), 0 for BERT."""
+    from afrocomet.tokenizer import OFFSET_POSITIONS
+
+    return config.pad_token_id + 1 if config.model_type in OFFSET_POSITIONS else 0
+
+
 def _embeddings(student: nn.Module, teacher: nn.Module, w: torch.Tensor) -> None:
     s_emb, t_emb = student.base_model.embeddings, teacher.base_model.embeddings
-    s_emb.word_embeddings.weight.copy_(t_emb.word_embeddings.weight @ w)  # [V, Hs]
+    s_words = s_emb.word_embeddings.weight  # [Vs, Hs]; a teacher's extra rows (no token gives them) are left out
+    s_words.copy_(t_emb.word_embeddings.weight[:s_words.shape[0]] @ w)
     s_pos, t_pos = s_emb.position_embeddings.weight, t_emb.position_embeddings.weight
-    n = min(s_pos.shape[0], t_pos.shape[0])
-    s_pos[:n].copy_(t_pos[:n] @ w)
+    s_off, t_off = position_offset(student.config), position_offset(teacher.config)
+    if s_off == t_off:  # same numbering: the same rows
+        s_off = t_off = 0
+    n = min(s_pos.shape[0] - s_off, t_pos.shape[0] - t_off)  # position p: row p + offset on each side
+    s_pos[s_off:s_off + n].copy_(t_pos[t_off:t_off + n] @ w)
     s_type, t_type = s_emb.token_type_embeddings.weight, t_emb.token_type_embeddings.weight
     n = min(s_type.shape[0], t_type.shape[0])
     s_type[:n].copy_(t_type[:n] @ w)
@@ -125,20 +141,33 @@ def _feed_forward(s_layer: nn.Module, t_layer: nn.Module, w: torch.Tensor) -> bo
     return True
 
 
+def _head_parts(model: nn.Module) -> tuple[nn.Linear, nn.LayerNorm, nn.Parameter] | None:
+    """(dense, LayerNorm, vocabulary bias) of a masked-LM head: XLM-R `lm_head`, BERT
+    `cls.predictions` (its `transform`); None for a model without one (e.g. an encoder alone)."""
+    head = getattr(model, "lm_head", None)
+    if head is not None:
+        return head.dense, head.layer_norm, head.bias
+    predictions = getattr(getattr(model, "cls", None), "predictions", None)
+    if predictions is not None:
+        return predictions.transform.dense, predictions.transform.LayerNorm, predictions.bias
+    return None
+
+
 def _lm_head(student: nn.Module, teacher: nn.Module, w: torch.Tensor) -> bool:
-    s_head, t_head = getattr(student, "lm_head", None), getattr(teacher, "lm_head", None)
+    s_head, t_head = _head_parts(student), _head_parts(teacher)
     if s_head is None or t_head is None:
         return False
-    s_head.dense.weight.copy_(w.T @ t_head.dense.weight @ w)
-    s_head.dense.bias.copy_(w.T @ t_head.dense.bias)
-    _carry_layer_norm(s_head.layer_norm, t_head.layer_norm, w)
-    s_head.bias.copy_(t_head.bias)
+    (s_dense, s_norm, s_bias), (t_dense, t_norm, t_bias) = s_head, t_head
+    s_dense.weight.copy_(w.T @ t_dense.weight @ w)
+    s_dense.bias.copy_(w.T @ t_dense.bias)
+    _carry_layer_norm(s_norm, t_norm, w)
+    s_bias.copy_(t_bias[:s_bias.shape[0]])
     return True
 
 
 def check_compatible(student_config, teacher_config) -> None:
     """Raise unless a student of `student_config` can be initialised from this teacher."""
-    if student_config.vocab_size != teacher_config.vocab_size:
+    if student_config.vocab_size > teacher_config.vocab_size:  # fewer: the tokenizer gives no id of the rest
         raise AfroCometError(
             f"student_init=teacher needs the teacher's vocabulary: student has {student_config.vocab_size:,} "
             f"tokens, teacher {teacher_config.vocab_size:,} (use the teacher's tokenizer, or student_init=random)")

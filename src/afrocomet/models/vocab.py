@@ -160,14 +160,17 @@ def trim_model(model: nn.Module, keep: Sequence[int]) -> nn.Module:
 
 def _trim_lm_head(model: nn.Module, old: nn.Embedding, new: nn.Embedding, index: torch.Tensor) -> None:
     """The masked-LM decoder [V, H] + bias [V] -> [K, H] + [K]; a decoder tied to the embeddings
-    stays tied, and a bias shared with the head (XLM-R's `lm_head.bias`) stays shared."""
+    stays tied, and a bias shared with the head (XLM-R's `lm_head.bias`, BERT's
+    `cls.predictions.bias`) stays shared."""
+    from afrocomet.models.build import mlm_head
+
     get = getattr(model, "get_output_embeddings", None)
     out = get() if get is not None else None
     if out is None:
         return
     if not isinstance(out, nn.Linear) or out.out_features != old.num_embeddings:
         raise AfroCometError(f"cannot trim an output head of type {type(out).__name__}")
-    head = getattr(model, "lm_head", None)
+    head = mlm_head(model)  # XLM-R `lm_head`, BERT `cls` (its decoder in `cls.predictions`)
     trimmed: dict[int, nn.Parameter] = {}  # id(old parameter) -> its trimmed copy
 
     def cut(p: nn.Parameter) -> nn.Parameter:
@@ -175,10 +178,12 @@ def _trim_lm_head(model: nn.Module, old: nn.Embedding, new: nn.Embedding, index:
             trimmed[id(p)] = nn.Parameter(p.detach()[index].clone(), requires_grad=p.requires_grad)
         return trimmed[id(p)]
 
-    if head is not None:
-        for name, p in list(head.named_parameters(recurse=False)):
+    for module in list(head.modules()):
+        if module is out:
+            continue  # the decoder itself is replaced below
+        for name, p in list(module.named_parameters(recurse=False)):
             if p.dim() == 1 and p.shape[0] == old.num_embeddings:
-                setattr(head, name, cut(p))  # [K]
+                setattr(module, name, cut(p))  # [K]
     decoder = nn.Linear(out.in_features, len(index), bias=out.bias is not None,
                         device=out.weight.device, dtype=out.weight.dtype)
     decoder.weight = new.weight if out.weight is old.weight else cut(out.weight)  # [K, H]
@@ -336,6 +341,13 @@ def _task_of(config) -> str:
     return "base"
 
 
+def _has_pooler(folder: Path) -> bool:
+    """True when the folder's weights hold a pooler (an encoder like multilingual-e5 has none)."""
+    from afrocomet.models.build import saved_keys
+
+    return any(k.startswith("pooler.") or ".pooler." in k for k in saved_keys(folder))
+
+
 def check_trim_input(model_dir: str | Path, min_count: int) -> Path:
     """The model folder, if it holds config.json and safetensors weights, and `min_count` >= 1."""
     from afrocomet.models.build import check_weights
@@ -365,8 +377,13 @@ def trim_folder(model_dir: str | Path, out_dir: str | Path, texts: Sequence[str]
         raise AfroCometError(f"cannot read config.json: {first_line(exc)}", path=folder) from exc
     task = _task_of(config)
     kwargs = {"num_labels": config.num_labels, "id2label": config.id2label} if task == "classification" else {}
+    if task == "base" and not _has_pooler(folder):
+        kwargs["add_pooling_layer"] = False  # never save a randomly initialised pooler as if it were real
     with no_progress_bars():
-        model = load_pretrained(folder, task, **kwargs)
+        model, info = load_pretrained(folder, task, output_loading_info=True, **kwargs)
+        if info["missing_keys"]:  # initialised at random: never saved as if they were real weights
+            raise AfroCometError(f"the {task} model lacks {len(info['missing_keys'])} weights (e.g. "
+                                 f"{info['missing_keys'][0]}); trimming would save them at random", path=folder)
         tokenizer, _, reports = trim_together({"model": model}, load_tokenizer(folder), texts, min_count=min_count,
                                               keep_characters=keep_characters)
         with atomic_dir(out_dir) as tmp:

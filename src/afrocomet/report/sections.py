@@ -194,6 +194,17 @@ def _stage_table(results: Mapping) -> list[str]:
             "at the start and the end of each stage; the dev score of masked-LM stages is minus the MLM loss.", ""]
 
 
+def _teacher_lines(results: Mapping) -> list[str]:
+    """One sentence when the teacher lacked its masked-LM head (stage 1 then ran representation-only)."""
+    notes = results.get("teacher") if isinstance(results.get("teacher"), Mapping) else {}
+    if notes.get("mlm_head") != "missing":
+        return []
+    stages = ", ".join(str(n) for n in notes.get("representation_only") or []) or "stage 1"
+    return [f"**Teacher without a masked-LM head**: {stages} ran as representation-only distillation (attention "
+            "matching and the student's own MLM labels, no KD on MLM logits); no randomly initialised head was "
+            "used.", ""]
+
+
 def _truncation_lines(results: Mapping) -> list[str]:
     counts = {k: int(v) for k, v in (results.get("truncated") or {}).items() if _is_number(v)}
     if not counts:
@@ -232,7 +243,7 @@ def render_report(results: Mapping, plots: Sequence[tuple[str, Path]] = (), out_
         [title, "", "Hybrid knowledge distillation (logit KD + attention matching + labels; AfroXLMR-Comet, "
          f"arXiv:2502.18020) evaluated on {'AfriSenti' if _is_afrisenti(results) else 'user-supplied'} sentiment "
          f"data ({' / '.join(_labels(results))}).", ""],
-        _run_section(results), _main_table(results), _averages_table(results), _retention_lines(results),
+        _run_section(results), _teacher_lines(results), _main_table(results), _averages_table(results), _retention_lines(results),
         _ablation_section(results), _adaptive_section(results), _sampling_section(results),
         _efficiency_section(results), _stage_table(results),
         _truncation_lines(results), _plots_section(plots, out_dir), _citation_section(results),

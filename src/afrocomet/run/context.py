@@ -32,6 +32,7 @@ class Context:
     alpha: float | None = None  # language sampling alpha chosen on dev (None: data.sampling_alpha)
     alpha_search: dict | None = None  # what the choice saw
     vocab_keep: list[int] | None = None  # old token ids kept by vocabulary trimming, if it ran
+    teacher_notes: dict | None = None  # what the run changed for its teacher (e.g. no MLM head), for results.json
 
     @property
     def id2label(self) -> dict[int, str]:

@@ -137,6 +137,8 @@ def collect_results(ctx: Context, models: Models, languages: dict, seeds: list[i
     }
     if trim is not None:
         results["vocab_trim"] = student_trim(trim, student)
+    if ctx.teacher_notes:
+        results["teacher"] = ctx.teacher_notes
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
     return results
 

@@ -22,7 +22,7 @@ log = logging.getLogger("afrocomet")
 
 def prepare_teacher(ctx: Context) -> tuple[nn.Module | None, nn.Module]:
     """Teacher preparation: (masked-LM teacher for stage 1, classification teacher for stage 2)."""
-    from afrocomet.models.build import build_model, load_pretrained
+    from afrocomet.models.build import build_model, load_pretrained, missing_head
     from afrocomet.models.presets import get_preset
 
     m, vocab = ctx.config.model, len(ctx.data.tokenizer)
@@ -35,18 +35,58 @@ def prepare_teacher(ctx: Context) -> tuple[nn.Module | None, nn.Module]:
             ctx.train(pretrain, mlm)
         cls = convert_head(mlm, "classification", len(labels), labels)
     else:
-        mlm = load_pretrained(m.teacher, "mlm", trust_remote_code=m.trust_remote_code) if need_mlm else None
-        cls = load_pretrained(m.teacher, "classification", num_labels=len(labels), id2label=labels,
-                              trust_remote_code=m.trust_remote_code)
+        mlm = _stage1_teacher(ctx) if need_mlm else None
+        cls, info = load_pretrained(m.teacher, "classification", num_labels=len(labels), id2label=labels,
+                                    trust_remote_code=m.trust_remote_code, output_loading_info=True)
         if has_task_head(m.teacher, labels, m.trust_remote_code):
             log.info("teacher %s already has a %d-class head: fine-tuning skipped", m.teacher, len(labels))
             finetune = None
+        _check_task_head(ctx, missing_head(cls, info["missing_keys"]), finetune)
     if finetune is not None:
         ctx.train(finetune, cls)
     for model in (mlm, cls):
         if model is not None:
             model.eval().requires_grad_(False)
     return mlm, cls
+
+
+def _check_task_head(ctx: Context, missing: list[str], finetune: StageConfig | None) -> None:
+    """A classification head missing from the teacher's folder is expected and trained by teacher
+    fine-tuning (a missing pooler is trained with it); without that stage it would stay random, so
+    a distillation stage with KD on its logits stops here in one line."""
+    reads = [s.name for s in ctx.config.stages if s.kind == "distill-task" and s.kd_weight > 0]
+    if missing and finetune is None and reads:
+        raise AfroCometError(f"teacher {ctx.config.model.teacher} has no trained classification head ({missing[0]} "
+                             f"is missing) and the run has no teacher-finetune stage: {', '.join(reads)} would distil "
+                             "from a random head; add a teacher-finetune stage")
+
+
+def _stage1_teacher(ctx: Context) -> nn.Module:
+    """The pretrained teacher of stage 1 (distill-mlm). When its folder lacks the masked-LM head
+    (transformers would initialise it at random, e.g. an embedding model like multilingual-e5),
+    stage 1 runs representation-only (`representation_only`: no KD on MLM logits, attention and
+    the student's MLM labels stay) against the encoder alone, so no random head is ever used; a
+    warning says so and results.json/report.md record it (`ctx.teacher_notes`)."""
+    from dataclasses import replace
+
+    from afrocomet.distill.objective import representation_only
+    from afrocomet.models.build import load_pretrained, missing_head
+    from afrocomet.quiet import warn
+
+    m = ctx.config.model
+    mlm, info = load_pretrained(m.teacher, "mlm", trust_remote_code=m.trust_remote_code, output_loading_info=True)
+    missing = missing_head(mlm, info["missing_keys"])
+    if not missing:
+        return mlm
+    stages = [representation_only(s, missing) if s.kind == "distill-mlm" else s for s in ctx.config.stages]
+    ctx.config = replace(ctx.config, stages=stages)
+    names = [s.name for s in stages if s.kind == "distill-mlm"]
+    warn(f"teacher {m.teacher} has no masked-LM head ({len(missing)} weights missing, e.g. {missing[0]}): "
+         f"{', '.join(names)} runs as representation-only distillation (attention + the student's MLM labels, "
+         "no KD on MLM logits); the teacher's encoder alone is used, never a random head")
+    ctx.teacher_notes = {"mlm_head": "missing", "missing_weights": len(missing), "missing_example": missing[0],
+                         "representation_only": names, "kd_weight": 0.0}
+    return mlm.base_model  # the encoder alone: no head is left to call
 
 
 def _stage(config: RunConfig, kind: str) -> StageConfig | None:
