@@ -57,6 +57,9 @@ class DataConfig:
         "help": "One student per language instead of one multilingual student."})
 
 
+MIN_VOCAB_SIZE = 6  # a trained tokenizer's special tokens (4) and two pieces: tokenizer.train_tokenizer
+
+
 @dataclass
 class ModelConfig:
     teacher: str = field(default="demo-teacher", metadata={  # preset name, Hugging Face model id or local folder
@@ -244,6 +247,9 @@ def validate(config: RunConfig, where: str = "config", lines: dict[tuple, int] |
         raise AfroCometError(f"{where}: unknown compare_adaptive '{config.compare_adaptive}' "
                              f"(allowed: {', '.join(ADAPTIVE_MODES)})")
     _check_positive(where, "model.vocab_size", config.model.vocab_size)
+    if config.model.vocab_size < MIN_VOCAB_SIZE:  # the tokenizer's 4 special tokens and 2 pieces (tokenizer.py)
+        raise AfroCometError(f"model.vocab_size must be at least {MIN_VOCAB_SIZE}, got {config.model.vocab_size}",
+                             path=where)
     _check_positive(where, "model.tokenizer_sample", config.model.tokenizer_sample)
     _check_positive(where, "seeds", config.seeds)
     if config.model.student_init not in ("random", "teacher"):
