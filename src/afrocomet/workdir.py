@@ -49,6 +49,7 @@ def resume_target(path: str | Path) -> tuple[Path, Path]:
         out, partial = path.with_name(path.name[: -len(PARTIAL_SUFFIX)]), path
     else:
         out, partial = path, partial_dir(path)
+    check_not_locked(out)
     if not (partial / "config.yaml").is_file():
         if (out / "results.json").is_file():
             raise AfroCometError(f"nothing to resume: {out} is a finished run", path=partial)
