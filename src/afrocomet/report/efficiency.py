@@ -69,5 +69,6 @@ def _load_text(load: Mapping | None) -> str:
     """`1-minute load 0.12 -> 0.35 on 2 cores` (and a note when it was busy), from `efficiency.load`."""
     if not isinstance(load, Mapping) or load.get("load_1min_before") is None:
         return ""
-    text = f"1-minute load {load['load_1min_before']:.2f} -> {load.get('load_1min_after') or 0:.2f} on {load['cores']} cores"
+    after = load.get("load_1min_after") or 0.0
+    text = f"1-minute load {load['load_1min_before']:.2f} -> {after:.2f} on {load['cores']} cores"
     return text + (" (busy: the timings are unreliable)" if load.get("busy") else "")
