@@ -24,7 +24,7 @@ from afrocomet.errors import AfroCometError
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding and torch's generators both take it
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")  # what afrocomet.device.resolve_device runs on
 # Upper bounds of numbers: a value past them is a typo (or 1e308), not a setting anyone trains with.
-LIMITS = {"batch_size": 65536, "grad_accum": 65536, "seeds": 100, "lr": 10.0, "temperature": 100.0,
+LIMITS = {"batch_size": 65536, "grad_accum": 65536, "seeds": 100, "threads": 4096, "lr": 10.0, "temperature": 100.0,
           "final_temperature": 100.0, "sampling_alpha": 10.0, "alpha_candidates": 10.0, "epochs": 10000.0}
 STAGE_KINDS = ("teacher-pretrain", "teacher-finetune", "distill-mlm", "distill-task", "student-finetune")
 MATCHING_MODES = ("mean", "projection", "relations")
@@ -55,6 +55,9 @@ class DataConfig:
     alpha_search_steps: int = 400  # optimiser steps per candidate
     per_language: bool = field(default=False, metadata={
         "help": "One student per language instead of one multilingual student."})
+
+
+MIN_VOCAB_SIZE = 6  # a trained tokenizer's special tokens (4) and two pieces: tokenizer.train_tokenizer
 
 
 @dataclass
@@ -127,6 +130,11 @@ class RunConfig:
     seed: int = field(default=0, metadata={"help": "Random seed."})
     seeds: int = field(default=1, metadata={"help": "Repeat the student stages with N seeds.", "min": 1})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1 ..."})
+    # None: training keeps torch's default (its results depend on the thread count through float
+    # summation order), and timing (the efficiency block) uses the free cores (device.choose_threads)
+    threads: int | None = field(default=None, metadata={
+        "help": "CPU threads for training and timing (default: torch's for training, the free cores for timing).",
+        "min": 1})
     quick: bool = False
     ablations: bool = field(default=True, metadata={  # also train student_kd_only and student_no_distill
         "help": "Train only the hybrid student (no kd-only / no-distill).", "flag": "--no-ablations"})
@@ -244,8 +252,12 @@ def validate(config: RunConfig, where: str = "config", lines: dict[tuple, int] |
         raise AfroCometError(f"{where}: unknown compare_adaptive '{config.compare_adaptive}' "
                              f"(allowed: {', '.join(ADAPTIVE_MODES)})")
     _check_positive(where, "model.vocab_size", config.model.vocab_size)
+    if config.model.vocab_size < MIN_VOCAB_SIZE:  # the tokenizer's 4 special tokens and 2 pieces (tokenizer.py)
+        raise AfroCometError(f"model.vocab_size must be at least {MIN_VOCAB_SIZE}, got {config.model.vocab_size}",
+                             path=where)
     _check_positive(where, "model.tokenizer_sample", config.model.tokenizer_sample)
     _check_positive(where, "seeds", config.seeds)
+    _check_positive(where, "threads", config.threads)
     if config.model.student_init not in ("random", "teacher"):
         raise AfroCometError(f"{where}: model.student_init must be 'random' or 'teacher', got '{config.model.student_init}'")
     names = [s.name for s in config.stages]

@@ -56,17 +56,19 @@ def _providers(ort: Any, device: str) -> list[str]:
 def open_session(path: str | Path, *, threads: int | None = None, device: str = "cpu") -> Any:
     """An ONNX Runtime session for the classifier graph at `path`; checks its inputs and output.
 
-    `threads` sets ONNX Runtime's intra-op threads (None: its default, one per physical core).
+    `threads` sets ONNX Runtime's intra-op threads (None: the free cores, afrocomet.device.choose_threads;
+    ONNX Runtime's own default, one per physical core, oversubscribes a busy machine).
     """
+    from afrocomet.device import choose_threads
+
     ort = import_onnxruntime()
     path = Path(path)
     if not path.is_file():
         raise AfroCometError("ONNX file not found" if not path.exists() else "not a file", path=path)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: no warnings about unused initializers on stderr
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+    options.intra_op_num_threads = choose_threads(threads)
+    options.inter_op_num_threads = 1
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=_providers(ort, device))
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types

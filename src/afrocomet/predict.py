@@ -219,7 +219,8 @@ def open_backend(model_dir: str | Path, *, batch_size: int = 64, max_length: int
     if batch_size < 1:
         raise AfroCometError(f"batch size must be at least 1, got {batch_size}")
     if onnx_file is not None or is_onnx_folder(model_dir):
-        model, tokenizer, id2label = load_onnx(model_dir, onnx_file, device=device)
+        model, tokenizer, id2label = load_onnx(model_dir, onnx_file, device=device,
+                                               threads=torch.get_num_threads())  # as torch: one thread count
         kind, device = "onnx", "cpu"  # the session holds the device; its inputs are built on the host
     else:
         model, tokenizer, id2label = load_classifier(model_dir, trust_remote_code=trust_remote_code)

@@ -10,7 +10,15 @@
 Results are plain dicts of numbers, ready for JSON.
 """
 
-from afrocomet.bench.command import bench_rows, bench_texts, onnx_columns, random_weights_model, run_bench, shared_tokenizer
+from afrocomet.bench.command import (
+    bench_rows,
+    bench_texts,
+    bench_title,
+    onnx_columns,
+    random_weights_model,
+    run_bench,
+    shared_tokenizer,
+)
 from afrocomet.bench.efficiency import (
     MEASURES,
     benchmark,
@@ -22,11 +30,20 @@ from afrocomet.bench.efficiency import (
 )
 from afrocomet.bench.memory import peak_memory
 from afrocomet.bench.size import model_size, weights_bytes
-from afrocomet.bench.timing import Predictor, compiled, latency, measure_latency, measure_throughput, throughput, torch_predictor
+from afrocomet.bench.timing import (
+    Predictor,
+    compiled,
+    interleaved_latency,
+    latency,
+    measure_latency,
+    measure_throughput,
+    throughput,
+    torch_predictor,
+)
 
 __all__ = [
-    "MEASURES", "Predictor", "bench_rows", "bench_texts", "benchmark", "benchmark_model", "benchmark_onnx", "compare",
-    "compare_columns", "compiled", "latency", "measure_latency", "measure_throughput", "model_size", "onnx_columns",
-    "peak_memory", "random_weights_model", "ratios", "run_bench", "shared_tokenizer", "throughput", "torch_predictor",
-    "weights_bytes",
+    "MEASURES", "Predictor", "bench_rows", "bench_texts", "bench_title", "benchmark", "benchmark_model",
+    "benchmark_onnx", "compare", "compare_columns", "compiled", "interleaved_latency", "latency", "measure_latency",
+    "measure_throughput", "model_size", "onnx_columns", "peak_memory", "random_weights_model", "ratios", "run_bench",
+    "shared_tokenizer", "throughput", "torch_predictor", "weights_bytes",
 ]

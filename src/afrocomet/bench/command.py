@@ -14,6 +14,8 @@ import torch
 
 from afrocomet.bench.efficiency import benchmark_model, benchmark_onnx, compare_columns, ratios
 from afrocomet.bench.memory import release_free_memory
+from afrocomet.bench.timing import interleaved_latency, torch_predictor
+from afrocomet.device import choose_threads, load_average, machine_load, torch_threads
 from afrocomet.errors import AfroCometError
 
 TOKENIZER_TEXTS = 10_000  # train tweets the presets' shared tokenizer is trained on (evenly spaced)
@@ -150,6 +152,19 @@ def _onnx_column(folder: str | Path, onnx_file: str, texts: Sequence[str], max_l
     return column
 
 
+def _interleaved(teacher: str, student: str, shared: Any, texts: Sequence[str], device: torch.device,
+                 max_length: int) -> dict[str, Any]:
+    """The teacher/student batch-1 latency ratio that holds up on a busy machine: both models open at
+    once, timed in alternating rounds, the median of the rounds' ratios (bench.timing.interleaved_latency)."""
+    models = [_open_torch(spec, shared, seed) for seed, spec in enumerate((teacher, student))]
+    first, second = (torch_predictor(m, tok, _limit(m, max_length), str(device)) for m, tok, _ in models)
+    result = interleaved_latency(first, second, texts)
+    del models, first, second
+    release_free_memory()
+    return {"rounds": result["rounds"], "per_round": result["per_round"], "teacher_p50_ms": result["first_p50_ms"],
+            "student_p50_ms": result["second_p50_ms"], "ratio_median": result["ratio_median"]}
+
+
 def run_bench(teacher: str, student: str, onnx: str | Path | None = None, *, languages=None,
               data_dir: str | Path | None = None, n_texts: int = 200, device: str = "auto",
               threads: int | None = None, max_length: int = 128, warmup: int = 5,
@@ -161,6 +176,10 @@ def run_bench(teacher: str, student: str, onnx: str | Path | None = None, *, lan
     `ratios[column]` = how many times smaller/faster than the teacher. ONNX columns run on the CPU.
     With `compile`, two more columns run the same two models through `torch.compile`
     (`teacher-compiled`, `student-compiled`); `ratios_compiled` compares those two with each other.
+    `threads` (None: the free cores, afrocomet.device.choose_threads) and the machine's load before
+    and after (`load`; a warning when busy) are recorded. The columns are measured one after the
+    other, so a load that comes and goes can bias their ratio: `latency_interleaved` times teacher
+    and student again in alternating rounds and gives the median of the rounds' p50 ratios.
     """
     from afrocomet.data.afrisenti import load_afrisenti
     from afrocomet.data.schema import DEFAULT_LANGUAGES
@@ -183,9 +202,8 @@ def run_bench(teacher: str, student: str, onnx: str | Path | None = None, *, lan
     shared, tokenizer_note = (shared_tokenizer([teacher, student, str(onnx or "")], datasets) if presets
                               else (None, "each folder's own tokenizer"))
     kwargs = dict(warmup=min(warmup, len(texts)), throughput_batch_size=throughput_batch_size)
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads or old_threads)
-    try:
+    before = load_average()
+    with torch_threads(choose_threads(threads)) as used_threads:
         columns = {"teacher": _torch_column(teacher, 0, shared, texts, dev, max_length, **kwargs),
                    "student": _torch_column(student, 1, shared, texts, dev, max_length, **kwargs)}
         if compile:
@@ -193,13 +211,12 @@ def run_bench(teacher: str, student: str, onnx: str | Path | None = None, *, lan
             columns["student-compiled"] = _torch_column(student, 1, shared, texts, dev, max_length, True, **kwargs)
         for name, file in extra:
             columns[name] = _onnx_column(onnx, file, texts, max_length, **kwargs)
-        used_threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(old_threads)
+        interleaved = _interleaved(teacher, student, shared, texts, dev, max_length)
     return {"texts": {"source": f"AfriSenti test ({', '.join(datasets)}), {len(texts)} tweets drawn with seed 0",
                       "n": len(texts)},
             "tokenizer": tokenizer_note + ("" if not presets else " (for the presets)"), "device": str(dev),
-            "threads": used_threads, "columns": columns, "ratios": compare_columns(columns),
+            "threads": used_threads, "load": machine_load(before, used_threads), "latency_interleaved": interleaved,
+            "columns": columns, "ratios": compare_columns(columns),
             **({"ratios_compiled": ratios(columns["teacher-compiled"], columns["student-compiled"])} if compile else {})}
 
 
@@ -231,4 +248,18 @@ def bench_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                        ("disk_bytes", "x smaller disk"), ("memory_bytes", "x less memory"),
                        ("throughput", "x throughput")):
         rows.append([label, "1.0x", *(_times(result["ratios"][name][key]) for name in list(cols)[1:])])
+    inter = result.get("latency_interleaved")
+    if inter:
+        rows.append([f"x faster p50, interleaved (median of {inter['rounds']} rounds)", "1.0x",
+                     *(_times(inter["ratio_median"]) if name == "student" else "-" for name in list(cols)[1:])])
     return ["metric", *cols], rows
+
+
+def bench_title(result: dict[str, Any]) -> str:
+    """The table's title: device, threads and the machine's load while it ran."""
+    load = result.get("load") or {}
+    where = f"afrocomet bench: {result['device']}, {result['threads']} threads"
+    if load.get("load_1min_before") is not None:
+        where += (f", 1-min load {load['load_1min_before']:.2f} -> {load['load_1min_after']:.2f} on "
+                  f"{load['cores']} cores" + (" (busy: timings unreliable)" if load.get("busy") else ""))
+    return where

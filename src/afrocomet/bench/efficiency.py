@@ -15,7 +15,8 @@ A *column* (one model, `benchmark_model` / `benchmark_onnx`)::
 the measures of `MEASURES`: latency (p50), latency_p95, parameters, disk_bytes, memory_bytes
 (reference / column) and throughput (column / reference); None where undefined.
 `compare` (the run's `efficiency` block) is {teacher: column, student: column, ratios, device,
-threads, max_length, n_texts}.
+threads, max_length, n_texts, load}; `load` (also in bench's JSON) is afrocomet.device.machine_load:
+{threads, cores, load_1min_before, load_1min_after, busy}.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from afrocomet.bench.memory import peak_memory
 from afrocomet.bench.size import model_size, weights_bytes
 from afrocomet.bench.timing import Predictor, measure_latency, measure_throughput, torch_predictor
+from afrocomet.device import choose_threads, load_average, machine_load, torch_threads
 
 # measure -> (its path in a column, whether higher is better); the order of every `ratios` dict
 MEASURES: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -88,20 +90,17 @@ def compare(teacher_model: torch.nn.Module, student_model: torch.nn.Module, toke
             **kwargs) -> dict[str, Any]:
     """Benchmark teacher and student on the same texts and settings; `ratios` summarises.
 
-    `threads` fixes torch's CPU thread count for the run (restored afterwards); keyword
-    arguments go to `benchmark` (batch sizes, warmup, repeats).
+    `threads` fixes torch's CPU thread count for the run (restored afterwards; None: chosen from the
+    free cores, afrocomet.device.choose_threads); `load` records the machine's load before and after
+    (a warning when busy). Keyword arguments go to `benchmark` (batch sizes, warmup, repeats).
     """
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    before = load_average()
+    with torch_threads(choose_threads(threads)) as used_threads:
         teacher = benchmark_model(teacher_model, tokenizer_t, texts, max_length=max_length, device=device, **kwargs)
         student = benchmark_model(student_model, tokenizer_s, texts, max_length=max_length, device=device, **kwargs)
-        used_threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(old_threads)
     return {"teacher": teacher, "student": student, "ratios": ratios(teacher, student),
-            "device": str(device), "threads": used_threads, "max_length": max_length, "n_texts": len(texts)}
+            "device": str(device), "threads": used_threads, "max_length": max_length, "n_texts": len(texts),
+            "load": machine_load(before, used_threads)}
 
 
 def benchmark_onnx(folder: str | Path, onnx_file: str, texts: Sequence[str], *, threads: int | None = None,

@@ -115,6 +115,32 @@ def measure_throughput(
     }
 
 
+def interleaved_latency(first: Predictor, second: Predictor, texts: Sequence[str], *, rounds: int = 7,
+                        per_round: int = 20, warmup: int = 3) -> dict[str, Any]:
+    """Batch-1 latency of two predictors in interleaved rounds (first, second; then second, first; ...),
+    so that a load that comes and goes during the measurement hits both alike. Each round times
+    `per_round` calls of each on the same texts; `ratio_median` is the median over rounds of
+    (first's p50 / second's p50): how many times faster `second` is, robust to a busy round."""
+    batches = _batches(texts, 1)
+    for i in range(warmup):
+        first(batches[i % len(batches)]), second(batches[i % len(batches)])
+    p50 = {"first": [], "second": []}
+    for r in range(rounds):
+        chunk = [batches[(r * per_round + i) % len(batches)] for i in range(per_round)]
+        order = (("first", first), ("second", second)) if r % 2 == 0 else (("second", second), ("first", first))
+        for name, predict in order:
+            times = []
+            for batch in chunk:
+                start = time.perf_counter()
+                predict(batch)
+                times.append((time.perf_counter() - start) * 1000.0)
+            p50[name].append(float(np.percentile(times, 50)))
+    per_round_ratio = [a / b for a, b in zip(p50["first"], p50["second"]) if b > 0]
+    return {"rounds": rounds, "per_round": per_round, "first_p50_ms": p50["first"], "second_p50_ms": p50["second"],
+            "ratio_median": float(np.median(per_round_ratio)) if per_round_ratio else None,
+            "threads": torch.get_num_threads()}
+
+
 def latency(model, tokenizer, texts: Sequence[str], *, batch_size: int = 1, warmup: int = 5,
             repeats: int | None = None, max_length: int = 128, device: str = "cpu") -> dict[str, Any]:
     """`measure_latency` of a PyTorch model with its tokenizer."""

@@ -8,10 +8,37 @@ flags of run/distill from the config fields.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 
-import click
+
+class Terminated(SystemExit):
+    """SIGTERM: unwinds like Ctrl-C (temporary output is removed, nothing half-written), then
+    `main` prints `afrocomet: terminated` and returns 143."""
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise Terminated(128 + signum)
+
+
+def _exit_on_sigterm_at_startup(signum, frame) -> None:
+    """While the command is still importing, nothing is written yet: say so and stop at once."""
+    os.write(2, b"afrocomet: terminated\n")
+    os._exit(128 + signum)
+
+
+def _started_as_the_command() -> bool:
+    """`afrocomet ...` or `python -m afrocomet ...` (not a library import, e.g. under pytest)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name in ("afrocomet", "afrocomet.exe") or sys.argv[0].endswith(os.path.join("afrocomet", "__main__.py"))
+
+
+if _started_as_the_command() and threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, _exit_on_sigterm_at_startup)  # from the first moment, before the heavy imports
+
+import click  # noqa: E402  (after the start-up SIGTERM handler on purpose)
 
 from afrocomet.cli.data_cmds import data, import_e5, presets, train_tokenizer_cmd, trim_vocab_cmd
 from afrocomet.cli.doctor_cmd import doctor
@@ -36,16 +63,10 @@ for _command in (presets, data, train_tokenizer_cmd, trim_vocab_cmd, import_e5, 
     cli.add_command(_command)
 
 
-def _exit_on_sigterm(signum, frame) -> None:
-    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: temporary output is removed, nothing half-written
-
-
 _NO_ARGS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal
-
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = list(sys.argv[1:] if argv is None else argv)  # kept to start it again under `accelerate launch`
@@ -69,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("afrocomet: interrupted", err=True)
         return 130
+    except Terminated as exc:
+        click.echo("afrocomet: terminated", err=True)
+        return exc.code
     return 0
 
 

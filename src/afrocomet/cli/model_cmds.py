@@ -31,12 +31,17 @@ def _metrics_line(m: dict) -> str:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with the model folder to run.")
 @click.option("--onnx-file", default=None, help=_ONNX_FILE_HELP)
-def predict(model_dir, input_file, output_file, batch_size, max_length, device, trust_remote_code, onnx_file) -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads (default: the free cores, from the load average).")
+def predict(model_dir, input_file, output_file, batch_size, max_length, device, trust_remote_code, onnx_file,
+            threads) -> None:
     """Label a TSV file with a saved classifier (streamed: any file size); scores it if it has labels."""
+    from afrocomet.device import choose_threads, torch_threads
     from afrocomet.predict import predict_file
 
-    result = predict_file(model_dir, input_file, output_file, batch_size=batch_size, max_length=max_length,
-                          device=device, trust_remote_code=trust_remote_code, onnx_file=onnx_file)
+    with torch_threads(choose_threads(threads)):  # torch and ONNX Runtime alike
+        result = predict_file(model_dir, input_file, output_file, batch_size=batch_size, max_length=max_length,
+                              device=device, trust_remote_code=trust_remote_code, onnx_file=onnx_file)
     where = "" if output_file == "-" else f" -> {output_file}"
     click.echo(f"predicted {result['n']} texts, {result['truncated']} truncated "
                f"(max length {result['max_length']}){where}", err=True)
@@ -61,15 +66,19 @@ def predict(model_dir, input_file, output_file, batch_size, max_length, device, 
               help="Also write the metrics as JSON.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with the model folder to run.")
 @click.option("--onnx-file", default=None, help=_ONNX_FILE_HELP)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads (default: the free cores, from the load average).")
 def evaluate(model_dir, languages, data_dir, split, test_file, no_download, batch_size, max_length, device, out,
-             trust_remote_code, onnx_file) -> None:
+             trust_remote_code, onnx_file, threads) -> None:
     """Score a saved classifier on AfriSenti (per language and average) or on your own test file."""
+    from afrocomet.device import choose_threads, torch_threads
     from afrocomet.io import atomic_write_json
     from afrocomet.predict import evaluate_model
 
-    result = evaluate_model(model_dir, languages=languages_or_default(languages), data_dir=data_dir, split=split,
-                            test=test_file, batch_size=batch_size, max_length=max_length, device=device,
-                            download=not no_download, trust_remote_code=trust_remote_code, onnx_file=onnx_file)
+    with torch_threads(choose_threads(threads)):  # torch and ONNX Runtime alike
+        result = evaluate_model(model_dir, languages=languages_or_default(languages), data_dir=data_dir, split=split,
+                                test=test_file, batch_size=batch_size, max_length=max_length, device=device,
+                                download=not no_download, trust_remote_code=trust_remote_code, onnx_file=onnx_file)
     keys = ("accuracy", "weighted_f1", "macro_f1")
     rows = [[name, m["n"], *(f"{100 * m[k]:.2f}" for k in keys), m["truncated"]]
             for name, m in result["languages"].items()]
@@ -127,7 +136,8 @@ def export(model_dir, onnx, int8, out, data_dir, languages, texts_file, max_text
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="AfriSenti folder; default $AFROCOMET_DATA, then the cache, then download.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda ... (ONNX columns run on the CPU).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads (default: the free cores, from the load average).")
 @click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per text at most.")
 @click.option("--compile", "compile_", is_flag=True,
               help="Also time both models through torch.compile (fp32; columns teacher-compiled, student-compiled).")
@@ -135,7 +145,7 @@ def export(model_dir, onnx, int8, out, data_dir, languages, texts_file, max_text
 def bench(teacher, student, onnx_dir, n_texts, languages, data_dir, device, threads, max_length, compile_,
           as_json) -> None:
     """Teacher vs student (vs ONNX): size, latency, throughput and memory on real tweets, with ratios."""
-    from afrocomet.bench import bench_rows, run_bench
+    from afrocomet.bench import bench_rows, bench_title, run_bench
 
     result = run_bench(teacher, student, onnx_dir, languages=split_commas(languages) or None, data_dir=data_dir,
                        n_texts=n_texts, device=device, threads=threads, max_length=max_length, compile=compile_)
@@ -143,7 +153,7 @@ def bench(teacher, student, onnx_dir, n_texts, languages, data_dir, device, thre
         click.echo(json.dumps(result, indent=2))
         return
     header, rows = bench_rows(result)
-    print_table(f"afrocomet bench: {result['device']}, {result['threads']} threads", header, rows)
+    print_table(bench_title(result), header, rows)
     click.echo(f"ratios: teacher / column (throughput: column / teacher). texts: {result['texts']['source']}; "
                f"tokenizer: {result['tokenizer']}")
     if "ratios_compiled" in result:

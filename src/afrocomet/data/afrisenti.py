@@ -8,7 +8,9 @@ an AfroCometError naming the file and the 1-based line (the header is line 1); n
 from __future__ import annotations
 
 import csv
+import errno
 import logging
+import os
 import random
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
@@ -25,6 +27,14 @@ DEV_SEED = 13
 
 
 def _missing_file_error(path: Path) -> AfroCometError:
+    if path.is_symlink():  # it is there, but leads nowhere: say so rather than "not found"
+        try:
+            path.stat()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return AfroCometError("is a symbolic link that loops (it points back to itself through "
+                                      f"{os.readlink(path)}); point it at the real file", path=path)
+        return AfroCometError(f"is a broken symbolic link: its target {os.readlink(path)} does not exist", path=path)
     folder = path.parent
     if not folder.is_dir():
         return AfroCometError(f"file not found (folder {folder} does not exist)", path=path)
@@ -100,9 +110,21 @@ def _rows(lines: list[str], path: Path) -> Iterator[tuple[int, list[str]]]:
         except StopIteration:
             return
         except csv.Error as exc:
-            msg = f"cannot parse line: {exc} (a carriage return inside the text?)"
-            raise AfroCometError(msg, path, number) from None
+            raise AfroCometError(_parse_problem(exc, lines[number - 1] if number <= len(lines) else ""),
+                                 path, number) from None
         yield number, row
+
+
+def _parse_problem(exc: csv.Error, line: str) -> str:
+    """What the csv module's complaint about `line` means for the user."""
+    limit = csv.field_size_limit()
+    if "field larger than field limit" in str(exc):
+        longest = max((len(cell) for cell in line.split("\t")), default=len(line))
+        return (f"a cell of {longest} characters on this line is longer than the limit of {limit} "
+                "(a file with one example per line should not have one; is it a TSV file with line breaks?)")
+    if "\r" in line:
+        return f"cannot parse line: {exc} (a carriage return inside the text)"
+    return f"cannot parse line: {exc}"
 
 
 def read_tsv(
@@ -214,7 +236,7 @@ def _custom_paths(
         if not folder.is_dir():
             raise AfroCometError("folder does not exist", path=folder)
         dev_file = folder / "dev.tsv"
-        dev_path = dev_file if dev_file.exists() else None
+        dev_path = dev_file if dev_file.exists() or dev_file.is_symlink() else None
         return {"train": folder / "train.tsv", "dev": dev_path, "test": folder / "test.tsv"}
     if train is None or test is None:
         raise AfroCometError(

@@ -70,14 +70,26 @@ def cached_layers(cfg, student_config, teacher_config) -> list[int] | None:
 
     if cfg.kind != "distill-task" or not cfg.teacher_cache or (cfg.kd_weight <= 0 and cfg.attention_weight <= 0):
         return None
-    if cfg.matching != "mean":
+    if cfg.matching != "mean":  # documented at StageConfig.teacher_cache: the teacher runs live
         return None if cfg.attention_weight > 0 else []
     try:
         return build_matcher("mean", student_config, teacher_config, cfg.layer_map).teacher_layers
-    except AfroCometError:
+    except AfroCometError as exc:
         if cfg.attention_weight > 0:
             raise
-        return []  # an unusable layer map does not matter without an attention term
+        _say_once(f"stage '{cfg.name}': its layer map does not fit these models ({exc}); it is not used (the "
+                  "stage has no attention term), and the teacher cache holds the class logits only")
+        return []
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    """One warning line per distinct message in this process (a stage runs once per student and seed)."""
+    if message not in _SAID:
+        _SAID.add(message)
+        log.warning(message)
 
 
 def _update_tensor(h, name: str, t: torch.Tensor) -> None:
@@ -243,8 +255,11 @@ def open_or_build(teacher: nn.Module, data: Encoded, tokenizer, layers: list[int
             if cache.lengths == [len(ids) for ids in data.ids]:
                 log.info("teacher cache: reusing %s", path)
                 return cache
+            log.warning("teacher cache: %s holds %d examples whose lengths differ from these %d; %s", path,
+                        len(cache), len(data), "rebuilding it" if build else "not using it (the teacher runs instead)")
         except AfroCometError as exc:
-            log.warning("teacher cache: %s; rebuilding it", exc)
+            log.warning("teacher cache: %s; %s", exc, "rebuilding it" if build else "not using it (the teacher runs "
+                        "instead)")
     if not build:
         return None
     build_cache(path, teacher, data, tokenizer.pad_token_id, layers, key, batch_size=batch_size, device=device)

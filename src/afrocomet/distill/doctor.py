@@ -26,6 +26,7 @@ from afrocomet.distill.objective import DISTILL_KINDS, HybridLoss, representatio
 from afrocomet.distill.trainer import train_stage
 from afrocomet.errors import AfroCometError
 from afrocomet.models.presets import is_preset
+from afrocomet.quiet import warn
 from afrocomet.tokenizer import tokenizer_for
 
 TEACHER_KINDS = ("teacher-pretrain", "teacher-finetune")
@@ -255,7 +256,11 @@ def run_doctor(config: RunConfig, *, device: str | None = None, sample: int = 20
         if missing and stage.kind == "distill-mlm":
             teacher = teacher.base_model  # as the run: the encoder alone, no head to call
         if not _fits_layers(stage.layer_map, s_small.num_hidden_layers, t_small.num_hidden_layers):
-            stage = replace(stage, layer_map=None)  # the small copies have fewer layers: uniform map
+            warn(f"doctor: stage '{stage.name}': the layer map {stage.layer_map} does not fit the small copies "
+                 f"({s_small.num_hidden_layers} student, {t_small.num_hidden_layers} teacher layers), so their "
+                 "invariants and overfit check use the uniform map; the full models' map was checked in the "
+                 "pre-flight")
+            stage = replace(stage, layer_map=None)
         batch = collate(data, range(min(stage.batch_size, 8)), tokenizer.pad_token_id)
         found = check_invariants(student, teacher, tokenizer, stage, batch)
         found += overfit_check(student, teacher, tokenizer, stage, data, steps=steps, seed=config.seed)

@@ -40,6 +40,7 @@ class StepLog:
         self.fh = _open_log(out, loop.log_offset if resumed else None)
         self.path = None if out is None else str(out / "log.jsonl")
         self.history = loop.history
+        self.pending = 0  # micro-steps added since the last optimizer step (a checkpoint is at a step: 0)
         self.log_every, self.total_steps = log_every, total_steps
         self.bar = tqdm(total=total_steps, initial=loop.step, desc=name, disable=not progress, leave=False,
                         dynamic_ncols=True)
@@ -48,15 +49,17 @@ class StepLog:
         """One micro-step's loss values (each term, then `total`)."""
         for name, value in values.items():
             self.history.setdefault(name, []).append(value)
+        self.pending += 1
 
     def step(self, step: int, epoch: int, lr: float, temperature: float) -> None:
-        """An optimizer step: its line (the latest value of every term) and the progress bar."""
-        record = {"step": step, "epoch": epoch, "lr": lr, "temperature": temperature,
-                  **{k: v[-1] for k, v in self.history.items()}}
-        self._write(record)
+        """An optimizer step: its line (each term's mean over the step's micro-steps, i.e. over the
+        `grad_accum` batches whose gradients it applied) and the progress bar."""
+        n, self.pending = max(self.pending, 1), 0
+        means = {k: float(sum(v[-n:]) / len(v[-n:])) for k, v in self.history.items()}
+        self._write({"step": step, "epoch": epoch, "lr": lr, "temperature": temperature, **means})
         self.bar.update(1)
         if step % self.log_every == 0 or step == self.total_steps:
-            self.bar.set_postfix({k: f"{v[-1]:.3f}" for k, v in self.history.items()})
+            self.bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
 
     def dev_score(self, step: int, score: float) -> None:
         self._write({"step": step, "dev_score": score})

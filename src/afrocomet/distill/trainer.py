@@ -15,6 +15,7 @@ invariants.py). None of them imports the doctor (doctor.py imports the trainer).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,7 @@ class StageResult:
     stopped_early: bool = False
     log: str | None = None
     teacher_cache: str | None = None  # path of the teacher-output cache read instead of the teacher
+    skipped_batches: int = 0  # masked-LM batches with no masked token (no signal), skipped and not counted as steps
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,9 +106,10 @@ def _start(cfg: StageConfig, student: nn.Module, teacher: nn.Module | None, trai
 
 
 def _batches(train: Encoded, cfg: StageConfig, tokenizer, loop: LoopState, *, seed: int, alpha: float | None,
-             masker: MLMMasker | None, cached: bool, procs, device: torch.device):
+             masker: MLMMasker | None, cached: bool, procs, device: torch.device, skipped: list[int]):
     """The stage's batches from where `loop` stands, epoch after epoch: (epoch, batch index, this
-    process's rows on `device`; masked for MLM, with the teacher cache's row `index` when `cached`)."""
+    process's rows on `device`; masked for MLM, with the teacher cache's row `index` when `cached`).
+    A masked-LM batch in which nothing got masked is skipped and counted in `skipped[0]`."""
     epoch, skip = loop.epoch, loop.batch_index
     while True:
         for batch_index, index in enumerate(epoch_order(train, cfg.batch_size, seed, epoch, alpha=alpha)):
@@ -118,9 +121,16 @@ def _batches(train: Encoded, cfg: StageConfig, tokenizer, loop: LoopState, *, se
             if masker is not None:
                 batch = masker(batch)
                 if not (batch["mlm_labels"] != -100).any():
+                    skipped[0] += 1
                     continue  # nothing masked in this (tiny) batch: no MLM signal
             yield epoch, batch_index, {k: v.to(device) for k, v in procs.shard(batch).items()}
         epoch, skip = epoch + 1, 0
+
+
+def log_skipped(cfg: StageConfig, n: int) -> None:
+    logging.getLogger("afrocomet").warning(
+        "stage '%s': skipped %d masked-LM batch(es) in which no token was masked (mlm_probability %g on short "
+        "texts); they are not counted as steps", cfg.name, n, cfg.mlm_probability)
 
 
 def _micro_step(synced, teacher: nn.Module | None, batch: dict[str, torch.Tensor], temperature: float, procs,
@@ -166,8 +176,9 @@ def train_stage(cfg: StageConfig, student: nn.Module, train: Encoded, *, tokeniz
                   total_steps=plan.total_steps, log_every=cfg.log_every, progress=progress and procs.is_main)
     stopper = EarlyStopping(evaluate, plan.eval_every, plan.total_steps, cfg.patience, loop, procs, device)
     start -= loop.seconds  # a resumed stage counts the time before its checkpoint
+    skipped = [0]
     batches = _batches(train, cfg, tokenizer, loop, seed=seed, alpha=alpha, masker=masker,
-                       cached=loss_fn.cache is not None, procs=procs, device=device)
+                       cached=loss_fn.cache is not None, procs=procs, device=device, skipped=skipped)
     step, micro = loop.step, loop.micro
     try:
         while step < plan.total_steps:
@@ -201,6 +212,8 @@ def train_stage(cfg: StageConfig, student: nn.Module, train: Encoded, *, tokeniz
     best_score = stopper.restore(student)
     procs.sync_rng()  # processes drew dropout for shards of other sizes: continue from one state
     student.eval()
+    if skipped[0]:
+        log_skipped(cfg, skipped[0])
     return StageResult(cfg.name, cfg.kind, step, round(step / plan.steps_per_epoch, 3),
                        round(time.perf_counter() - start, 2), log.terms(), best_score, stopper.best_step,
-                       stopper.stopped, log.path, None if loss_fn.cache is None else str(loss_fn.cache.path))
+                       stopper.stopped, log.path, None if loss_fn.cache is None else str(loss_fn.cache.path), skipped[0])

@@ -58,7 +58,17 @@ def _efficiency_section(results: Mapping) -> list[str]:
     if not rows:
         return []
     eff = results["efficiency"]
-    where = ", ".join(x for x in (str(eff.get("device") or ""), f"{eff['threads']} threads" if eff.get("threads") else "") if x)
+    where = ", ".join(x for x in (str(eff.get("device") or ""), f"{eff['threads']} threads" if eff.get("threads") else "",
+                                  _load_text(eff.get("load"))) if x)
     note = "Latency: median and 95th percentile of one prediction call; sizes in decimal units (1 MB = 10^6 bytes)"
     return ["## Efficiency", "", format_table(rows, ["teacher", "student", "student vs teacher"], first_column="measure"),
             note + (f"; measured on {where}." if where else "."), ""]
+
+
+def _load_text(load: Mapping | None) -> str:
+    """`1-minute load 0.12 -> 0.35 on 2 cores` (and a note when it was busy), from `efficiency.load`."""
+    if not isinstance(load, Mapping) or load.get("load_1min_before") is None:
+        return ""
+    after = load.get("load_1min_after") or 0.0
+    text = f"1-minute load {load['load_1min_before']:.2f} -> {after:.2f} on {load['cores']} cores"
+    return text + (" (busy: the timings are unreliable)" if load.get("busy") else "")

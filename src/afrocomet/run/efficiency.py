@@ -13,5 +13,5 @@ def measure_efficiency(ctx: Context, teacher: nn.Module, student: nn.Module, n_t
     from afrocomet.bench import bench_texts, compare
 
     texts = bench_texts(ctx.data.datasets, n_texts, seed=ctx.config.seed)
-    return compare(teacher, student, ctx.data.tokenizer, ctx.data.tokenizer, texts,
-                   max_length=ctx.config.data.max_length, device=str(ctx.device))
+    return compare(teacher, student, ctx.data.tokenizer, ctx.data.tokenizer, texts, threads=ctx.config.threads,
+                   max_length=ctx.config.data.max_length, device=str(ctx.device))  # threads None: the free cores

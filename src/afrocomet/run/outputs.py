@@ -10,7 +10,10 @@ from afrocomet.errors import AfroCometError
 
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to replace another run's results unless asked to."""
+    """Refuse an `out` that a live run is writing, and to replace another run's results unless asked to."""
+    from afrocomet.workdir import check_not_locked
+
+    check_not_locked(out)
     if out.exists() and not out.is_dir():
         raise AfroCometError("output path exists and is not a folder", path=out)
     if out.is_dir() and any(out.iterdir()) and not overwrite:

@@ -41,7 +41,7 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, re
     run there continues: finished stages are loaded, the running one restarts from its checkpoint.
     """
     from afrocomet.config import save_config
-    from afrocomet.device import resolve_device
+    from afrocomet.device import resolve_device, torch_threads
 
     from afrocomet.distill.parallel import processes
     from afrocomet.workdir import run_folder
@@ -52,7 +52,8 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, re
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)  # new heads of pretrained models: the same in every process and launcher
-    with run_folder(Path(config.out), resume=resume, overwrite=overwrite, main=procs.is_main) as work:
+    with run_folder(Path(config.out), resume=resume, overwrite=overwrite, main=procs.is_main) as work, \
+            torch_threads(config.threads):  # None: torch's default (training results depend on the count)
         if procs.is_main:
             save_config(config, work / "config.yaml")
         ctx = Context(config, prepare_inputs(config, shapes, work), device, work, progress)
