@@ -60,8 +60,9 @@ def language_contexts(ctx: Context) -> dict[str, Context]:
 
 
 def run_variants(config: RunConfig) -> list[Variant]:
-    """The students one run trains: the hybrid one, the ablations, (compare_adaptive) the hybrid
-    student with adaptive loss weights, and (compare_init) with the other `model.student_init`."""
+    """The students one run trains: the hybrid one, the ablations (KD only; labels only at the same
+    budget, and trained to convergence on dev), (compare_adaptive) the hybrid student with adaptive
+    loss weights, and (compare_init) with the other `model.student_init`."""
     variants = list(VARIANTS if config.ablations else VARIANTS[:1])
     if config.compare_adaptive != "none":
         variants.append(Variant("student_adaptive", "[adaptive]", {"adaptive": config.compare_adaptive}))
