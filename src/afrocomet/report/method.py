@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from afrocomet.evaluate import is_number as _is_number
+from afrocomet.report.fmt import _num
 from afrocomet.report.read import _get, _languages, _system_name, _systems
 
 
@@ -39,7 +40,7 @@ def _converged_line(results: Mapping) -> str | None:
     if search is None:
         return None
     text = ("the same stage 1 as the labels-only row above (shared, not retrained); stage 2 on the gold labels only, "
-            f"for at most {_get(search, 'epochs') or '?'} epochs"
+            f"for at most {_num(search.get('max_epochs'))} epochs"
             + (f" / {search['max_steps']:,} steps" if _is_number(search.get("max_steps")) else "")
             + f", stopped after {search.get('patience', '?')} dev evaluations without improvement, the best kept")
     stage = _task_stage(results, "[labels_converged]")

@@ -149,7 +149,7 @@ def choose_lr(ctx: Context, stage: StageConfig, student: nn.Module, teacher: nn.
     chosen = max(scores, key=lambda lr: (scores[lr], -abs(math.log(lr / stage.lr))))
     ctx.results[f"lr-search{tag}"] = {"kind": "lr-search", "steps": 0, "probe_steps": steps, "chosen": chosen,
                                       "dev_weighted_f1": {f"{lr:g}": v for lr, v in scores.items()},
-                                      "epochs": stage.epochs, "max_steps": stage.max_steps, "patience": stage.patience}
+                                      "max_epochs": stage.epochs, "max_steps": stage.max_steps, "patience": stage.patience}
     log.info("stage %s%s: lr %g chosen on dev (%s)", stage.name, tag, chosen,
              ", ".join(f"{lr:g}: {v:.4f}" for lr, v in scores.items()))
     return chosen
