@@ -53,7 +53,8 @@ def three_runs(afrisenti_dir, tmp_path_factory, one_thread):
     import afrocomet.report
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(afrocomet.evaluate, "tfidf_baseline", lambda train, labels, test, seed: [labels[0]] * len(test))
+    patch.setattr(afrocomet.evaluate, "tfidf_select",
+                  lambda train, labels, dev, dev_labels, test, seed: ([labels[0]] * len(test), 1.0, {1.0: 0.0}))
     patch.setattr(afrocomet.report, "write_plots", lambda results, out_dir: [])
     patch.setattr(afrocomet.run.steps, "measure_efficiency",
                   functools.partial(afrocomet.run.efficiency.measure_efficiency, n_texts=8))

@@ -25,6 +25,7 @@ from afrocomet.evaluate import (
     predict_proba,
     retention,
     tfidf_baseline,
+    tfidf_select,
 )
 
 from conftest import AFRISENTI_DIR as AFRISENTI
@@ -142,6 +143,29 @@ def test_tfidf_baseline_rejects_bad_input():
         tfidf_baseline(["a b", "b c"], ["positive", "positive"], ["a"])
     with pytest.raises(AfroCometError, match="2 training texts but 1 labels"):
         tfidf_baseline(["a b", "b c"], ["positive"], ["a"])
+
+
+def test_tfidf_select_chooses_c_on_dev():
+    """Issue 13 item 7: C is chosen on dev (the best dev weighted F1 of the grid), and the test
+    predictions are the chosen classifier's, the same as a fixed-C fit at that C."""
+    rng = random.Random(0)
+    def rows(n):  # the label is carried by one word among noise; a few labels are flipped
+        out = []
+        for _ in range(n):
+            y = rng.randrange(3)
+            words = rng.choices(WORDS, k=6) + [("dadi", "banza", "lafiya")[y]]
+            out.append((" ".join(rng.sample(words, len(words))), y if rng.random() > 0.2 else rng.randrange(3)))
+        return [t for t, _ in out], [y for _, y in out]
+    (train_x, train_y), (dev_x, dev_y), (test_x, _) = rows(300), rows(120), rows(50)
+    pred, C, scores = tfidf_select(train_x, train_y, dev_x, dev_y, test_x, grid=(0.01, 1.0, 10.0))
+    assert list(scores) == [0.01, 1.0, 10.0] and C == max(scores, key=scores.get)
+    assert scores[0.01] < scores[C]  # the grid matters: a tiny C underfits
+    for c in scores:  # each score is that C's dev weighted F1
+        fixed = tfidf_baseline(train_x, train_y, dev_x, C=c)
+        assert scores[c] == pytest.approx(f1_score(dev_y, fixed, average="weighted"), abs=1e-9)
+    assert pred == tfidf_baseline(train_x, train_y, test_x, C=C)
+    with pytest.raises(AfroCometError, match="at least one C"):
+        tfidf_select(train_x, train_y, dev_x, dev_y, test_x, grid=())
 
 
 # ---------------------------------------------------------------------------------------- predictions

@@ -13,7 +13,8 @@ import yaml
 
 from afrocomet.cli import main
 
-SYSTEMS = ("teacher", "student", "student_kd_only", "student_no_distill", "tfidf_baseline", "majority")
+SYSTEMS = ("teacher", "student", "student_kd_only", "student_no_distill", "student_labels_converged", "tfidf_baseline",
+           "majority")
 LANGS = ("hau", "ibo", "kin", "swa", "yor")
 
 
@@ -60,6 +61,30 @@ def test_report_plots_and_logs(quick_run):
     lines = (quick_run / "logs" / "stage2" / "log.jsonl").read_text().splitlines()
     steps = [json.loads(line) for line in lines if '"dev_score"' not in line]
     assert {"hard", "kd", "attention", "total", "lr", "temperature"} <= set(steps[0])
+
+
+def test_fair_comparisons(quick_run):
+    """Issue 13 items 4-7 on the quick run: several dev evaluations a stage and the step kept; the
+    converged labels-only student (stage 1 shared, lr chosen on dev, a longer stage 2); C chosen on dev."""
+    from afrocomet.evaluate import TFIDF_C_GRID
+
+    results = json.loads((quick_run / "results.json").read_text())
+    stages = results["stages"]
+    for name in ("teacher-finetune", "stage1", "stage2", "stage2[no_distill]"):
+        log = (quick_run / stages[name]["log"]).read_text().splitlines()
+        dev = [json.loads(line)["step"] for line in log if '"dev_score"' in line]
+        assert len(dev) >= 2 and stages[name]["best_step"] in dev, name
+    assert "stage1[labels_converged]" not in stages  # shares stage1[no_distill]
+    search = stages["lr-search[labels_converged]"]
+    assert search["chosen"] in [float(lr) for lr in search["dev_weighted_f1"]] and len(search["dev_weighted_f1"]) == 3
+    long, short = stages["stage2[labels_converged]"], stages["stage2[no_distill]"]
+    assert long["steps"] > short["steps"] or long["stopped_early"]
+    for lang in LANGS:
+        selection = results["languages"][lang]["tfidf_baseline"]["selection"]
+        assert selection["C"] in TFIDF_C_GRID and len(selection["dev_weighted_f1"]) == len(TFIDF_C_GRID)
+    report = (quick_run / "report.md").read_text()
+    assert "## How the systems differ" in report and "student (labels only, converged)" in report
+    assert "C chosen on dev per language" in report and "| best dev @ step |" in report
 
 
 def test_predictions_score_like_results(quick_run, afrisenti_dir):

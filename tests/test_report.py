@@ -103,7 +103,7 @@ def test_full_report(tmp_path, caplog):
     assert "hau 94.3%, ibo 96.1%" in report  # per-language retention: 66/70, 73/76
     # Ablation: hybrid 69.50 beats KD only 67.50 by 2.00 points, on both languages.
     assert "Best on average: **hybrid KD (logits + attention + labels)**, 2.00 points above KD only" in report
-    assert "beats KD only (logits + labels) on 2 of 2 languages" in report
+    assert "beats KD only (logits + labels, no attention) on 2 of 2 languages" in report
     assert "| no distillation (labels only) | 63.00 | -6.50 |" in report
     # Efficiency in readable units with ratios.
     assert "| parameters | 5.4 M | 666 k | 8.1× smaller |" in report
@@ -196,7 +196,7 @@ def test_model_card_of_other_systems(tmp_path, system):
         assert "| language | teacher | TF-IDF + LR |" in card and "| Hausa (hau) | 70.00 | 62.00 |" in card
     else:
         assert "| Hausa (hau) | 65.00 | 70.00 | 92.9% | 62.00 |" in card
-        assert "This card describes the ablation `student_kd_only`: KD only (logits + labels)." in card
+        assert "This card describes the ablation `student_kd_only`: KD only (logits + labels, no attention)." in card
 
 
 def test_efficiency_with_missing_values_and_log_paths(tmp_path):
@@ -221,3 +221,33 @@ def test_efficiency_with_missing_values_and_log_paths(tmp_path):
     assert "| throughput | 40.0 texts/s | - | 2.0× lower |" in report
     assert "measured on cuda." in report
     assert _linked_pngs(report) == ["plots/loss_s1.png", "plots/loss_s2.png"]
+
+
+def test_report_says_how_each_system_differs(tmp_path):
+    """Issue 13 items 5-7: the converged labels-only row, the teacher's α, the chosen C and lr."""
+    results = full_results(tmp_path)
+    results["systems"] = SYSTEMS[:4] + ["student_labels_converged"] + SYSTEMS[4:]
+    for i, lang in enumerate(("hau", "ibo")):
+        results["languages"][lang]["student_labels_converged"] = _metrics((0.63, 0.69)[i], 100, None, i)
+        results["languages"][lang]["tfidf_baseline"]["selection"] = {
+            "C": (3.0, 10.0)[i], "dev_weighted_f1": {"0.3": 0.6, "1": 0.62, "3": 0.64, "10": 0.63}}
+    results["average"]["student_labels_converged"] = {"accuracy": 0.67, "weighted_f1": 0.66, "macro_f1": 0.64}
+    results["stages"]["teacher-finetune"] = {"name": "teacher-finetune", "kind": "teacher-finetune", "steps": 1200}
+    results["stages"]["lr-search[labels_converged]"] = {
+        "kind": "lr-search", "steps": 0, "probe_steps": 297, "chosen": 0.003, "max_epochs": 3.0, "max_steps": None,
+        "patience": 3, "dev_weighted_f1": {"0.000333": 0.5, "0.001": 0.55, "0.003": 0.58}}
+    results["stages"]["stage2[labels_converged]"] = {"name": "stage2", "kind": "distill-task", "steps": 2500,
+                                                     "best_score": 0.61, "best_step": 2000, "stopped_early": True}
+    results["sampling"] = {"alpha": 0.3, "search": None, "per_language": False}
+    results["config"]["data"]["sampling_alpha"] = 0.5
+    report = write_report(results, tmp_path).read_text(encoding="utf-8")
+    assert "## How the systems differ" in report
+    assert "student (labels only, converged)" in report and "| 63.00 |" in report  # a column of the main table
+    assert "fixed α = 0.5 (`data.sampling_alpha`), while every student's task stage uses α = 0.3" in report
+    assert "for at most 3 epochs, stopped after 3 dev evaluations without improvement" in report
+    assert "(step 2,000 of 2,500); lr 0.003 chosen on dev among 0.000333, 0.001, 0.003 (297-step probes)" in report
+    assert "C chosen on dev per language among 0.3, 1, 3, 10: hau 3, ibo 10" in report
+    assert "attention weight 0 in stage 1 and stage 2" in report
+    assert "| loss terms (both stages) |" in report
+    assert "Against the labels-only student trained to convergence on dev (66.00), the hybrid student is +3.50" in report
+    assert "| lr-search[labels_converged] | lr-search |" in report

@@ -17,7 +17,8 @@ of the training examples, the tokenizer (its full serialised form), the layer li
 mode, the longest example and `FORMAT_VERSION`: a changed teacher, data or tokenizer gives a new
 file. The truncation limit (`data.max_length`) acts through the token ids.
 
-The cache stands in for the teacher only where that is exact: a `distill-task` stage with
+The cache stands in for the teacher only where it holds everything the loss reads, to fp16
+precision (not bit-exact: tests/test_cache.py bounds the difference): a `distill-task` stage with
 `matching: mean` (pooled maps), or with no attention term. Projection matching needs per-head
 maps and relations need Q/K/V; those, and masked-LM stages (new masks each epoch), run the teacher.
 A stage that reads less than one epoch of examples does not build a cache (building costs a full

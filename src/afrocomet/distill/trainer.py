@@ -67,7 +67,7 @@ def reads_an_epoch(cfg: StageConfig, n_examples: int) -> bool:
 
 def _teacher_cache(cfg: StageConfig, student: nn.Module, teacher: nn.Module, train: Encoded, tokenizer,
                    device: torch.device, build: bool | None = None):
-    """The teacher-output cache for this stage where it is exact (distill/cache.py), else None.
+    """The teacher-output cache (fp16) for this stage where it applies (distill/cache.py), else None.
     Built when `build`, or (None) when the stage reads at least one epoch of examples; an existing
     one is always used."""
     from afrocomet.distill.cache import cached_layers, open_or_build

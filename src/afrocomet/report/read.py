@@ -19,7 +19,8 @@ SYSTEM_NAMES: dict[str, str] = {
     "teacher": "teacher",
     "student": "student (hybrid KD)",
     "student_kd_only": "student (KD only)",
-    "student_no_distill": "student (no distillation)",
+    "student_no_distill": "student (labels only, same steps)",
+    "student_labels_converged": "student (labels only, converged)",
     "student_adaptive": "student (adaptive weights)",
     "student_random_init": "student (random init)",
     "student_teacher_init": "student (init from teacher)",
@@ -27,10 +28,10 @@ SYSTEM_NAMES: dict[str, str] = {
     "majority": "majority class",
 }
 METRICS: dict[str, str] = {"accuracy": "accuracy", "weighted_f1": "weighted F1", "macro_f1": "macro F1"}
-# The ablation: the same student and budget, trained with fewer of the hybrid loss terms.
+# The ablation: the same student and budget, trained with fewer of the hybrid loss terms in both stages.
 ABLATION: dict[str, str] = {
     "student": "hybrid KD (logits + attention + labels)",
-    "student_kd_only": "KD only (logits + labels)",
+    "student_kd_only": "KD only (logits + labels, no attention)",
     "student_no_distill": "no distillation (labels only)",
 }
 LOSS_TERMS: tuple[str, ...] = ("kd", "attention", "hard", "total")  # each keeps colour C0..C3 in every plot

@@ -10,6 +10,7 @@ from afrocomet.evaluate import is_number as _is_number
 from afrocomet.report.cite import AFRISENTI_BIBTEX, AFRISENTI_LICENCE, PAPER_BIBTEX
 from afrocomet.report.efficiency import _efficiency_section
 from afrocomet.report.fmt import _fmt_seconds, _num, _pct
+from afrocomet.report.method import _method_section
 from afrocomet.report.read import (
     ABLATION,
     LOSS_TERMS,
@@ -119,8 +120,13 @@ def _ablation_section(results: Mapping) -> list[str]:
     if _is_number(std):
         verdict = "larger" if gap > 100 * std else "not larger"
         text.append(f"The gap to the runner-up is {verdict} than the seed std of the winner ({100 * std:.2f}).")
-    return ["## Ablation", "", "Same student, data and step budget; only the loss terms differ.", "",
-            format_table(rows, list(next(iter(rows.values()))), first_column="stage-2 loss"), " ".join(text), ""]
+    converged = _average(results, "student_labels_converged").get("weighted_f1")
+    if _is_number(converged) and "student" in avg:
+        text.append(f"Against the labels-only student trained to convergence on dev ({_pct(converged)}), the hybrid "
+                    f"student is {100 * (avg['student'] - converged):+.2f} points.")
+    return ["## Ablation", "", "Same student, data and step budget; only the loss terms differ, in stage 1 and stage 2 "
+            "alike.", "", format_table(rows, list(next(iter(rows.values()))), first_column="loss terms (both stages)"),
+            " ".join(text), ""]
 
 
 def _best_dev(results: Mapping, tag: str) -> float | None:
@@ -243,8 +249,9 @@ def render_report(results: Mapping, plots: Sequence[tuple[str, Path]] = (), out_
         [title, "", "Hybrid knowledge distillation (logit KD + attention matching + labels; AfroXLMR-Comet, "
          f"arXiv:2502.18020) evaluated on {'AfriSenti' if _is_afrisenti(results) else 'user-supplied'} sentiment "
          f"data ({' / '.join(_labels(results))}).", ""],
-        _run_section(results), _teacher_lines(results), _main_table(results), _averages_table(results), _retention_lines(results),
-        _ablation_section(results), _adaptive_section(results), _sampling_section(results),
+        _run_section(results), _teacher_lines(results), _main_table(results), _averages_table(results),
+        _retention_lines(results), _method_section(results), _ablation_section(results), _adaptive_section(results),
+        _sampling_section(results),
         _efficiency_section(results), _stage_table(results),
         _truncation_lines(results), _plots_section(plots, out_dir), _citation_section(results),
     ]

@@ -6,6 +6,7 @@ only decides which models and data each step gets, and in what order. Systems co
 
 - `teacher`, `student` (hybrid: KD + attention + labels),
 - `student_kd_only` (attention weight 0), `student_no_distill` (labels only, same budget),
+  `student_labels_converged` (labels only, trained to convergence on dev, lr chosen on dev),
 - `tfidf_baseline` (char 2-5-gram TF-IDF + logistic regression), `majority`.
 """
 
@@ -102,7 +103,7 @@ def train_students(ctx: Context, teacher_mlm: nn.Module | None, teacher: nn.Modu
     for v in run_variants(ctx.config):
         models[v.system] = [
             {lang: train_student(lctx, teacher_mlm, teacher, v.tag + ("" if lang == ALL else f"[{lang}]")
-                                 + (f"[seed{s}]" if s != seeds[0] else ""), v.stage, s, v.model)
+                                 + (f"[seed{s}]" if s != seeds[0] else ""), v, s)
              for lang, lctx in contexts.items()}
             for s in seeds]
     return models

@@ -25,19 +25,30 @@ STUDENT_STAGES = ("distill-mlm", "distill-task", "student-finetune")
 
 class Variant(NamedTuple):
     """A student trained in the run: system name, tag in stage names, overrides of the distillation
-    stages' fields (StageConfig) and of the model fields (ModelConfig)."""
+    stages' fields (StageConfig, both stages) and of the model fields (ModelConfig).
+
+    `stage1_from`: the tag of the variant whose stage 1 this one shares (loaded, not trained again:
+    the same stage, seed and student). `converge`: stage 2 trained to convergence on dev (see
+    `converged`), its lr chosen on dev among LR_GRID x the stage's lr."""
 
     system: str
     tag: str
     stage: dict
     model: dict = {}
+    stage1_from: str | None = None
+    converge: bool = False
 
 
+NO_TEACHER = {"kd_weight": 0.0, "attention_weight": 0.0}
 VARIANTS = (
     Variant("student", "", {}),
     Variant("student_kd_only", "[kd_only]", {"attention_weight": 0.0}),
-    Variant("student_no_distill", "[no_distill]", {"kd_weight": 0.0, "attention_weight": 0.0}),
+    Variant("student_no_distill", "[no_distill]", NO_TEACHER),
+    Variant("student_labels_converged", "[labels_converged]", NO_TEACHER, stage1_from="[no_distill]", converge=True),
 )
+CONVERGE_EPOCHS = 3  # the converged labels-only student: up to 3x stage 2's budget, early stopping on dev
+CONVERGE_PATIENCE = 2  # ... after 2 dev evaluations without improvement
+LR_GRID = (1 / 3, 1.0, 3.0)  # its lr: these multiples of stage 2's, each a short probe, the best on dev
 ALL = "*"  # key of the one multilingual model in a {language: model} mapping
 
 
@@ -49,8 +60,9 @@ def language_contexts(ctx: Context) -> dict[str, Context]:
 
 
 def run_variants(config: RunConfig) -> list[Variant]:
-    """The students one run trains: the hybrid one, the ablations, (compare_adaptive) the hybrid
-    student with adaptive loss weights, and (compare_init) with the other `model.student_init`."""
+    """The students one run trains: the hybrid one, the ablations (KD only; labels only at the same
+    budget, and trained to convergence on dev), (compare_adaptive) the hybrid student with adaptive
+    loss weights, and (compare_init) with the other `model.student_init`."""
     variants = list(VARIANTS if config.ablations else VARIANTS[:1])
     if config.compare_adaptive != "none":
         variants.append(Variant("student_adaptive", "[adaptive]", {"adaptive": config.compare_adaptive}))
@@ -60,42 +72,87 @@ def run_variants(config: RunConfig) -> list[Variant]:
     return variants
 
 
-def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, overrides: dict, seed: int,
-                  model_overrides: dict | None = None) -> nn.Module:
-    """Stage 1 (task-agnostic, MLM) then stage 2 (task-specific) for one student variant."""
-    from afrocomet.models.build import build_model, load_pretrained
-    from afrocomet.models.presets import get_preset
-
-    m, vocab, labels = replace(ctx.config.model, **(model_overrides or {})), len(ctx.data.tokenizer), ctx.id2label
-    torch.manual_seed(seed)
-    if is_preset(m.student):
-        student = build_model(get_preset(m.student), "mlm", vocab_size=vocab, seed=seed)
-        if m.student_init == "teacher":
-            init_student(ctx, student, teacher_mlm if teacher_mlm is not None else teacher_cls, tag)
-    else:
-        student = load_pretrained(m.student, "mlm", trust_remote_code=m.trust_remote_code)
-        if m.student_init == "teacher":
-            log.info("student %s is a saved model: its own weights are kept (student_init=teacher skipped)", m.student)
-        if ctx.vocab_keep is not None:
-            from afrocomet.models.vocab import trim_model
-
-            student = trim_model(student, ctx.vocab_keep)
+def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, variant: Variant, seed: int) -> nn.Module:
+    """Stage 1 (task-agnostic, MLM) then stage 2 (task-specific) for one student variant; `tag`
+    (the variant's tag, then language and seed) ends every stage name."""
+    student = new_student(ctx, teacher_mlm, teacher_cls, tag, variant.model, seed)
+    labels = ctx.id2label
     for stage in ctx.config.stages:
         if stage.kind not in STUDENT_STAGES:
             continue
-        stage = replace(stage, **overrides) if stage.kind != "student-finetune" else stage
+        stage = replace(stage, **variant.stage) if stage.kind != "student-finetune" else stage
         if stage.kind == "distill-mlm":
-            ctx.train(stage, student, teacher=teacher_mlm if _uses_teacher(stage) else None, tag=tag, seed=seed)
+            shared = tag if variant.stage1_from is None else variant.stage1_from + tag[len(variant.tag):]
+            ctx.train(stage, student, teacher=teacher_mlm if _uses_teacher(stage) else None, tag=shared, seed=seed)
         else:
             if "MaskedLM" in type(student).__name__:
                 student = convert_head(student, "classification", len(labels), labels)
             teacher = teacher_cls if _uses_teacher(stage) else None
             if stage.kind == "distill-task" and ctx.alpha is None and _searches_alpha(ctx):
                 choose_alpha(ctx, stage, student, teacher, seed)
+            if variant.converge and stage.kind == "distill-task":
+                stage = converged(stage)
+                stage = replace(stage, lr=choose_lr(ctx, stage, student, teacher, tag, seed))
             ctx.train(stage, student, teacher=teacher, tag=tag, seed=seed)
     if "MaskedLM" in type(student).__name__:
         student = convert_head(student, "classification", len(labels), labels)
     return student.eval()
+
+
+def new_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, model_overrides: dict, seed: int) -> nn.Module:
+    """The student before stage 1: a preset built (and, student_init=teacher, initialised from the
+    teacher) or a saved model loaded (and trimmed to the run's vocabulary)."""
+    from afrocomet.models.build import build_model, load_pretrained
+    from afrocomet.models.presets import get_preset
+
+    m, vocab = replace(ctx.config.model, **model_overrides), len(ctx.data.tokenizer)
+    torch.manual_seed(seed)
+    if is_preset(m.student):
+        student = build_model(get_preset(m.student), "mlm", vocab_size=vocab, seed=seed)
+        if m.student_init == "teacher":
+            init_student(ctx, student, teacher_mlm if teacher_mlm is not None else teacher_cls, tag)
+        return student
+    student = load_pretrained(m.student, "mlm", trust_remote_code=m.trust_remote_code)
+    if m.student_init == "teacher":
+        log.info("student %s is a saved model: its own weights are kept (student_init=teacher skipped)", m.student)
+    if ctx.vocab_keep is not None:
+        from afrocomet.models.vocab import trim_model
+
+        student = trim_model(student, ctx.vocab_keep)
+    return student
+
+
+def converged(stage: StageConfig) -> StageConfig:
+    """Stage 2 trained to convergence: CONVERGE_EPOCHS times its budget (epochs and any max_steps),
+    stopped early after CONVERGE_PATIENCE dev evaluations without improvement, the best kept."""
+    return replace(stage, epochs=stage.epochs * CONVERGE_EPOCHS,
+                   max_steps=stage.max_steps * CONVERGE_EPOCHS if stage.max_steps else None,
+                   patience=max(stage.patience, CONVERGE_PATIENCE))
+
+
+def choose_lr(ctx: Context, stage: StageConfig, student: nn.Module, teacher: nn.Module | None, tag: str,
+              seed: int) -> float:
+    """The learning rate of `stage` chosen on dev among LR_GRID x stage.lr: a short copy of the stage
+    per candidate (a quarter epoch, at most data.alpha_search_steps, at most a third of the stage),
+    from the same student; the best dev score wins (ties: the stage's own lr). Recorded with the
+    stage results as `lr-search<tag>`."""
+    from afrocomet.distill.optimization import StepPlan
+
+    plan = StepPlan.of(stage, len(ctx.data.train))
+    steps = max(1, min(ctx.config.data.alpha_search_steps, plan.steps_per_epoch // 4, plan.total_steps // 3))
+    scores: dict[float, float] = {}
+    for factor in LR_GRID:
+        lr = float(f"{stage.lr * factor:.3g}")
+        probe = replace(stage, name=f"lr-search[{lr:g}]", lr=lr, max_steps=steps, eval_every=steps, patience=0)
+        ctx.train(probe, copy.deepcopy(student), teacher=teacher, tag=tag, seed=seed)
+        scores[lr] = float(ctx.results[probe.name + tag]["best_score"])
+    chosen = max(scores, key=lambda lr: (scores[lr], -abs(math.log(lr / stage.lr))))
+    ctx.results[f"lr-search{tag}"] = {"kind": "lr-search", "steps": 0, "probe_steps": steps, "chosen": chosen,
+                                      "dev_weighted_f1": {f"{lr:g}": v for lr, v in scores.items()},
+                                      "max_epochs": stage.epochs, "max_steps": stage.max_steps, "patience": stage.patience}
+    log.info("stage %s%s: lr %g chosen on dev (%s)", stage.name, tag, chosen,
+             ", ".join(f"{lr:g}: {v:.4f}" for lr, v in scores.items()))
+    return chosen
 
 
 def init_student(ctx: Context, student: nn.Module, teacher: nn.Module, tag: str) -> None:

@@ -1,5 +1,5 @@
 """Every system of one run evaluated on the test sets (mean ± std over seeds, with the TF-IDF and
-majority baselines), and the student's predictions in the AfriSenti submission format."""
+majority baselines; the TF-IDF baseline's C chosen on dev), and the student's predictions in the AfriSenti submission format."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def evaluate_systems(ctx: Context, models: dict[str, list[dict[str, nn.Module]]]
 
     Returns (languages.<lang>.<system> metrics, student test predictions per language).
     """
-    from afrocomet.evaluate import compute_metrics, majority_baseline, tfidf_baseline
+    from afrocomet.evaluate import compute_metrics, majority_baseline, tfidf_select
 
     labels = ctx.data.labels
     out: dict[str, dict] = {}
@@ -38,8 +38,10 @@ def evaluate_systems(ctx: Context, models: dict[str, list[dict[str, nn.Module]]]
                     student_preds[lang] = pred
             row[system] = _mean_over_seeds(runs)
         train_labels = ds.label_ids("train")
-        row["tfidf_baseline"] = compute_metrics(
-            gold, tfidf_baseline(ds.texts("train"), train_labels, ds.texts("test"), seed=ctx.config.seed), labels)
+        pred, C, dev_scores = tfidf_select(ds.texts("train"), train_labels, ds.texts("dev"), ds.label_ids("dev"),
+                                           ds.texts("test"), seed=ctx.config.seed)
+        row["tfidf_baseline"] = {**compute_metrics(gold, pred, labels),
+                                 "selection": {"C": C, "dev_weighted_f1": {f"{c:g}": v for c, v in dev_scores.items()}}}
         row["majority"] = compute_metrics(gold, majority_baseline(train_labels, len(gold)), labels)
         out[lang] = row
     return out, student_preds

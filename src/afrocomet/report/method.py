@@ -1,0 +1,84 @@
+"""The report's method section: what each compared system differs in from the hybrid student, and
+how its own choices (α, lr, C, the step kept) were made on dev. Each line only where its data is."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from afrocomet.evaluate import is_number as _is_number
+from afrocomet.report.fmt import _num
+from afrocomet.report.read import _get, _languages, _system_name, _systems
+
+
+def _task_stage(results: Mapping, tag: str) -> Mapping | None:
+    """The task-distillation stage result of one variant (first language and seed): stage2<tag>."""
+    stages = results.get("stages") or {}
+    return next((s for name, s in stages.items() if isinstance(s, Mapping) and s.get("kind") == "distill-task"
+                 and name.endswith(tag) and not name.startswith(("alpha-search", "lr-search"))
+                 and (tag or "[" not in name)), None)
+
+
+def _teacher_line(results: Mapping) -> str | None:
+    stages = results.get("stages") or {}
+    if not any(isinstance(s, Mapping) and s.get("kind") == "teacher-finetune" for s in stages.values()):
+        return None
+    sampling = results.get("sampling") or {}
+    fixed, chosen = _get(results, "config", "data", "sampling_alpha"), sampling.get("alpha")
+    text = "the larger model, fine-tuned on the gold labels before the students (no distillation)"
+    if _is_number(fixed) and _is_number(chosen) and not sampling.get("per_language"):
+        if float(fixed) != float(chosen):
+            text += (f"; languages sampled with the fixed α = {fixed:g} (`data.sampling_alpha`), while every student's "
+                     f"task stage uses α = {chosen:g}, chosen on dev after the teacher was trained")
+        else:
+            text += f"; languages sampled with α = {fixed:g}, as the students"
+    return text
+
+
+def _converged_line(results: Mapping) -> str | None:
+    search = next((s for name, s in (results.get("stages") or {}).items()
+                   if name.startswith("lr-search[labels_converged]") and isinstance(s, Mapping)), None)
+    if search is None:
+        return None
+    text = ("the same stage 1 as the labels-only row above (shared, not retrained); stage 2 on the gold labels only, "
+            f"for at most {_num(search.get('max_epochs'))} epochs"
+            + (f" / {search['max_steps']:,} steps" if _is_number(search.get("max_steps")) else "")
+            + f", stopped after {search.get('patience', '?')} dev evaluations without improvement, the best kept")
+    stage = _task_stage(results, "[labels_converged]")
+    if stage is not None and _is_number(stage.get("best_step")):
+        text += f" (step {int(stage['best_step']):,} of {int(stage.get('steps') or 0):,})"
+    grid = ", ".join(search.get("dev_weighted_f1") or {})
+    text += f"; lr {search.get('chosen', '?'):g} chosen on dev among {grid} ({search.get('probe_steps', '?')}-step probes)"
+    return text
+
+
+def _tfidf_line(results: Mapping) -> str | None:
+    chosen = {lang: _get(m, "tfidf_baseline", "selection") for lang, m in _languages(results).items()}
+    chosen = {lang: s for lang, s in chosen.items() if isinstance(s, Mapping) and _is_number(s.get("C"))}
+    if not chosen:
+        return None
+    grid = ", ".join(next(iter(chosen.values())).get("dev_weighted_f1") or {})
+    return ("character 2-5-gram TF-IDF + logistic regression; C chosen on dev per language"
+            + (f" among {grid}" if grid else "") + ": " + ", ".join(f"{lang} {s['C']:g}" for lang, s in chosen.items()))
+
+
+def _method_section(results: Mapping) -> list[str]:
+    """## How the systems differ: one line per system in the tables, then what all share."""
+    systems = _systems(results)
+    if "student" not in systems or len(systems) < 2:
+        return []
+    lines = {
+        "teacher": _teacher_line(results),
+        "student": "stage 1 distils the teacher's masked-LM logits and attention maps, with the masked-LM labels; "
+                   "stage 2 its class logits and attention maps, with the gold labels",
+        "student_kd_only": "attention weight 0 in stage 1 and stage 2 (logit KD and labels only); all else the same",
+        "student_no_distill": "no teacher in either stage: stage 1 learns from the masked-LM labels only, stage 2 from "
+                              "the gold labels only; the same steps, lr and α",
+        "student_labels_converged": _converged_line(results),
+        "tfidf_baseline": _tfidf_line(results),
+        "majority": "the most frequent training label, everywhere",
+    }
+    items = [f"- **{_system_name(s)}**: {lines[s]}." for s in systems if lines.get(s)]
+    shared = ("Every task stage evaluates on dev during training and keeps the weights of its best evaluation "
+              "(the step is in the stage table, `best_step` in results.json).")
+    return ["## How the systems differ", "", "Each row differs from the hybrid student only as said here.", "",
+            *items, "", shared, ""]

@@ -1,0 +1,52 @@
+"""Issue 13 items 4-6: the default budgets evaluate often enough for early stopping and best-on-dev
+to act, and the labels-only student trained to convergence on dev (its budget, stage 1, lr search)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from afrocomet.config import RunConfig
+from afrocomet.distill.optimization import StepPlan
+from afrocomet.run import default_stages, run_variants
+from afrocomet.run.students import CONVERGE_EPOCHS, CONVERGE_PATIENCE, converged
+
+N_TRAIN = 37_998  # AfriSenti training tweets of the five default languages (hau, ibo, kin, swa, yor)
+
+
+def _evaluations(stage, n: int = N_TRAIN) -> int:
+    plan = StepPlan.of(stage, n)
+    return math.ceil(plan.total_steps / plan.eval_every)
+
+
+def test_default_task_stages_evaluate_often_enough():
+    """Every default stage that keeps a best-on-dev state evaluates at least 3 times, and stage 2
+    more often than its patience, so that a stop can happen before the last step."""
+    stages = {s.name: s for s in default_stages()}
+    assert _evaluations(stages["teacher-finetune"]) >= 3
+    assert _evaluations(stages["stage1"]) >= 3
+    stage2 = stages["stage2"]
+    assert _evaluations(stage2) >= 4 and _evaluations(stage2) > stage2.patience + 1
+    quick = {s.name: s for s in default_stages(quick=True)}
+    for name in ("teacher-finetune", "stage1", "stage2"):
+        assert _evaluations(quick[name]) >= 2, name
+
+
+def test_converged_stage_is_a_longer_budget_with_early_stopping():
+    stage2 = {s.name: s for s in default_stages()}["stage2"]
+    long = converged(stage2)
+    assert long.epochs == CONVERGE_EPOCHS * stage2.epochs and long.max_steps is None
+    assert long.patience == max(stage2.patience, CONVERGE_PATIENCE) and long.eval_every == stage2.eval_every
+    assert StepPlan.of(long, N_TRAIN).total_steps == CONVERGE_EPOCHS * StepPlan.of(stage2, N_TRAIN).total_steps
+    capped = converged(replace(stage2, max_steps=12, patience=0))
+    assert capped.max_steps == 12 * CONVERGE_EPOCHS and capped.patience == CONVERGE_PATIENCE
+    assert replace(long, epochs=stage2.epochs, patience=stage2.patience) == stage2  # nothing else differs
+
+
+def test_converged_labels_only_student_is_a_variant():
+    variants = {v.system: v for v in run_variants(RunConfig())}
+    converged_, same_steps = variants["student_labels_converged"], variants["student_no_distill"]
+    assert converged_.stage == same_steps.stage == {"kd_weight": 0.0, "attention_weight": 0.0}
+    assert converged_.stage1_from == same_steps.tag and converged_.converge and not same_steps.converge
+    assert list(variants).index("student_no_distill") < list(variants).index("student_labels_converged")
+    assert "student_labels_converged" not in {v.system for v in run_variants(RunConfig(ablations=False))}
