@@ -33,8 +33,8 @@ def _pipeline_labels(folder: Path, texts: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def student_dir(tmp_path_factory) -> Path:
-    """A tiny classifier saved as a run saves its student (run.pipeline.save_hf_model)."""
-    from afrocomet.run.pipeline import save_hf_model
+    """A tiny classifier saved as a run saves its student (run.teacher.save_hf_model)."""
+    from afrocomet.run.teacher import save_hf_model
 
     tokenizer = tiny_tokenizer()
     model = build_model("tiny-student", vocab_size=len(tokenizer), seed=0).eval()
