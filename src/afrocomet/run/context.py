@@ -32,6 +32,8 @@ class Context:
     alpha: float | None = None  # language sampling alpha chosen on dev (None: data.sampling_alpha)
     alpha_search: dict | None = None  # what the choice saw
     vocab_keep: list[int] | None = None  # old token ids kept by vocabulary trimming, if it ran
+    # teacher preparation as results.json records it: vocab_trim, teacher_frozen, estimate, tokenizer coverage
+    preparation: dict = field(default_factory=dict)
 
     @property
     def id2label(self) -> dict[int, str]:
