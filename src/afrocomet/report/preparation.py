@@ -66,7 +66,7 @@ def preparation_section(results: Mapping) -> list[str]:
     if finetune:
         items.append(("teacher fine-tuning", finetune))
     max_length = _get(results, "config", "data", "max_length")
-    if max_length:
+    if max_length and items:  # beside what was done to the teacher
         items.append(("max length", f"{max_length} tokens a text"))
     dev = results.get("teacher_dev")
     if isinstance(dev, Mapping) and _is_number(dev.get("teacher")):
