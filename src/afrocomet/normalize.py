@@ -49,7 +49,7 @@ def nfd_rules(tokenizer, texts: Iterable[str]) -> dict[str, str]:
     rules = {}
     for char in sorted(chars):
         nfd = unicodedata.normalize("NFD", char)
-        if nfd != char and not char.isspace() and not _has_piece(backend, char) and all(_has_piece(backend, c) for c in nfd):
+        if nfd != char and not _has_piece(backend, char) and all(_has_piece(backend, c) for c in nfd):
             rules[char] = nfd
     return rules
 

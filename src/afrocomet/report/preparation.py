@@ -75,7 +75,8 @@ def preparation_section(results: Mapping) -> list[str]:
                       f"{_pct(dev.get('majority'))}"))
     est = results.get("time_estimate")
     if isinstance(est, Mapping) and _is_number(est.get("seconds")):
-        real = f"; the whole run took {_fmt_seconds(float(est['wall_seconds']))}" if _is_number(est.get("wall_seconds")) else ""
+        wall = est.get("wall_seconds")
+        real = f"; the whole run took {_fmt_seconds(float(wall))}" if _is_number(wall) else ""
         items.append(("time", f"estimated {_fmt_seconds(float(est['seconds']))} of training before it started{real}"))
     if not items:
         return []
@@ -92,15 +93,16 @@ def coverage_table(results: Mapping) -> list[str]:
     after = cov.get("per_language_normalized")
     rows = {}
     for lang, r in per.items():
-        row = {"tokens": f"{r['tokens']:,}", "<unk>": f"{r['unk']:,}", "<unk> rate": f"{100 * r['unk_rate']:.3f}%",
-               "texts with <unk>": f"{r['texts_with_unk']:,} of {r['texts']:,}"}
+        row = {"tokens": f"{r['tokens']:,}", "`<unk>`": f"{r['unk']:,}", "`<unk>` rate": f"{100 * r['unk_rate']:.3f}%",
+               "texts with `<unk>`": f"{r['texts_with_unk']:,} of {r['texts']:,}"}
         if after:
-            row[f"<unk> rate, {cov['normalize']}"] = f"{100 * after[lang]['unk_rate']:.3f}%"
+            row[f"`<unk>` rate, {cov['normalize']}"] = f"{100 * after[lang]['unk_rate']:.3f}%"
         rows[_lang_name(lang)] = row
     rules = cov.get("rules")
     note = ""
     if cov.get("normalize") not in (None, "none"):
-        note = (f"`data.normalize: {cov['normalize']}` decomposed " + ", ".join(f"{k} → {v}" for k, v in rules.items())
+        done = ", ".join(f"{k} → {v}" for k, v in (rules or {}).items())
+        note = (f"`data.normalize: {cov['normalize']}` decomposed {done}"
                 + "; the rule is part of the saved tokenizers, so `afrocomet predict` applies it too."
                 if rules else f"`data.normalize: {cov['normalize']}` found no character to decompose.")
     else:
