@@ -50,6 +50,7 @@ def test_results_json_has_every_promised_key(quick_run):
     assert "vocab_trim" not in results and "teacher_frozen" not in results
     estimate = results["time_estimate"]
     assert estimate["seconds"] > 0 and estimate["wall_seconds"] == results["wall_seconds"]
+    assert 0 < estimate["training_seconds"] < estimate["wall_seconds"]
     assert set(estimate["stages"]) == {"teacher-finetune", "stage1", "stage2", "alpha-search"}
     assert isinstance(results["teacher_below_majority"], bool)
     assert results["teacher_below_majority"] == results["teacher_dev"]["below_majority"]

@@ -236,7 +236,7 @@ def test_teacher_preparation_and_a_teacher_below_the_majority(tmp_path):
                            "trainable_parameters": 10795779},
         "teacher_dev": {"teacher": 0.1702, "majority": 0.1702, "per_language": {}, "below_majority": True},
         "teacher_below_majority": True,
-        "time_estimate": {"seconds": 930.0, "stages": {}, "wall_seconds": 812.3},
+        "time_estimate": {"seconds": 930.0, "stages": {}, "training_seconds": 700.0, "wall_seconds": 812.3},
         "tokenizer_coverage": {"normalize": "nfd-unknown", "rules": {"U+01F9 ǹ": "U+006E + U+0300"},
                                "per_language": {"hau": {"tokens": 1000, "unk": 2, "unk_rate": 0.002, "texts": 10,
                                                         "texts_with_unk": 2},
@@ -257,7 +257,7 @@ def test_teacher_preparation_and_a_teacher_below_the_majority(tmp_path):
     assert "teacher 117,654,915 → 25,867,779 parameters" in report
     assert "embeddings and layers 1-6 of 12 (10,795,779 of 25,867,779 parameters trained)" in report
     assert "no better than the majority baseline's 17.02" in report
-    assert "estimated 15 min 30 s of training before it started; the whole run took 13 min 32 s" in report
+    assert "estimated 15 min 30 s of training before it started (it took 11 min 40 s); the whole run took 13 min 32 s" in report
     assert "| Hausa (hau) | 1,000 | 2 | 0.200% | 2 of 10 | 0.100% |" in report
     assert "ǹ → U+006E + U+0300" in report
     # a teacher above the majority: no warning line

@@ -75,8 +75,9 @@ def preparation_section(results: Mapping) -> list[str]:
                       f"{_pct(dev.get('majority'))}"))
     est = results.get("time_estimate")
     if isinstance(est, Mapping) and _is_number(est.get("seconds")):
-        wall = est.get("wall_seconds")
-        real = f"; the whole run took {_fmt_seconds(float(wall))}" if _is_number(wall) else ""
+        wall, trained = est.get("wall_seconds"), est.get("training_seconds")
+        real = f" (it took {_fmt_seconds(float(trained))})" if _is_number(trained) else ""
+        real += f"; the whole run took {_fmt_seconds(float(wall))}" if _is_number(wall) else ""
         items.append(("time", f"estimated {_fmt_seconds(float(est['seconds']))} of training before it started{real}"))
     if not items:
         return []

@@ -171,7 +171,10 @@ def collect_results(ctx: Context, models: Models, languages: dict, seeds: list[i
     results["teacher_below_majority"] = prep["teacher_dev"]["below_majority"]
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
     if "estimate" in prep:  # the estimate beside the real time
-        results["time_estimate"] = {**prep["estimate"], "wall_seconds": results["wall_seconds"]}
+        trained = sum(float(r.get("seconds") or 0) for r in ctx.results.values()
+                      if r.get("kind") not in ("teacher-pretrain", "student-init"))  # what the estimate covers
+        results["time_estimate"] = {**prep["estimate"], "training_seconds": round(trained, 1),
+                                    "wall_seconds": results["wall_seconds"]}
     return results
 
 
