@@ -179,7 +179,9 @@ def test_pretrained_teacher_from_local_folder(afrisenti_dir, tmp_path, caplog):
     assert order == sorted(order)  # trimmed, estimated, then fine-tuned
     frozen = results["teacher_frozen"]
     assert frozen["embeddings"] and frozen["layers"] == 2 and 0 < frozen["trainable_parameters"] < frozen["parameters"]
-    assert set(results["time_estimate"]["stages"]) == {"teacher-finetune", "stage1", "stage2"}
+    estimate = results["time_estimate"]
+    assert set(estimate["stages"]) == {"teacher-finetune", "stage1", "stage2"}
+    assert 0 < estimate["training_seconds"] < estimate["wall_seconds"] == results["wall_seconds"]
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Teacher preparation" in report and "embeddings and layers 1-2 of 2" in report
     for side in ("teacher", "student"):
