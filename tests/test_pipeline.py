@@ -47,6 +47,15 @@ def test_results_json_has_every_promised_key(quick_run):
     assert set(results["stages"]["stage2[kd_only]"]["terms"]) == {"hard", "kd", "total"}
     assert set(results["stages"]["stage2[no_distill]"]["terms"]) == {"hard", "total"}
     assert results["config"]["quick"] is True
+    # the built-in default: no trimming or frozen parts; the estimate, the teacher check and coverage always
+    assert "vocab_trim" not in results and "teacher_frozen" not in results
+    estimate = results["time_estimate"]
+    assert estimate["seconds"] > 0 and estimate["wall_seconds"] == results["wall_seconds"]
+    assert 0 < estimate["training_seconds"] < estimate["wall_seconds"]
+    assert set(estimate["stages"]) == {"teacher-finetune", "stage1", "stage2", "alpha-search"}
+    assert isinstance(results["teacher_below_majority"], bool)
+    assert results["teacher_below_majority"] == results["teacher_dev"]["below_majority"]
+    assert set(results["tokenizer_coverage"]["per_language"]) == set(LANGS)
     saved = yaml.safe_load((quick_run / "config.yaml").read_text())
     assert saved == results["config"]
 
@@ -148,8 +157,12 @@ def test_failed_run_leaves_nothing(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []  # no temporary folder left behind either
 
 
-def test_pretrained_teacher_from_local_folder(afrisenti_dir, tmp_path):
-    """The paper's path (`--teacher NAME_OR_PATH`): the teacher's own tokenizer, fine-tuning, stages 1-2."""
+def test_pretrained_teacher_from_local_folder(afrisenti_dir, tmp_path, caplog):
+    """The paper's path (`--teacher NAME_OR_PATH`): the teacher's own tokenizer, trimmed, then
+    fine-tuning (embeddings and lower layers frozen), stages 1-2."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="afrocomet")
     from afrocomet.models.build import build_model
     from afrocomet.run import default_config, run
     from afrocomet.tokenizer import train_tokenizer
@@ -183,6 +196,19 @@ def test_pretrained_teacher_from_local_folder(afrisenti_dir, tmp_path):
     assert trim["rows_total"] == len(tok) and trim["rows_kept"] < len(tok)
     assert trim["teacher"]["parameters_after"] == results["efficiency"]["teacher"]["parameters"]
     assert trim["student"]["parameters_after"] == results["efficiency"]["student"]["parameters"]
+    assert trim["rows_kept_fraction"] == trim["rows_kept"] / trim["rows_total"] < 1
+    assert trim["token_coverage"] == 1.0 and "kept_fraction" not in trim  # every train piece is kept
+    messages = [r.getMessage() for r in caplog.records]
+    order = [next(i for i, m in enumerate(messages) if m.startswith(prefix))
+             for prefix in ("vocabulary trimmed", "estimated training time", "stage teacher-finetune (")]
+    assert order == sorted(order)  # trimmed, estimated, then fine-tuned
+    frozen = results["teacher_frozen"]
+    assert frozen["embeddings"] and frozen["layers"] == 2 and 0 < frozen["trainable_parameters"] < frozen["parameters"]
+    estimate = results["time_estimate"]
+    assert set(estimate["stages"]) == {"teacher-finetune", "stage1", "stage2"}
+    assert 0 < estimate["training_seconds"] < estimate["wall_seconds"] == results["wall_seconds"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Teacher preparation" in report and "embeddings and layers 1-2 of 2" in report
     for side in ("teacher", "student"):
         saved = AutoTokenizer.from_pretrained(tmp_path / "out" / side)
         config_json = json.loads((tmp_path / "out" / side / "config.json").read_text())

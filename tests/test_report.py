@@ -251,3 +251,45 @@ def test_report_says_how_each_system_differs(tmp_path):
     assert "| loss terms (both stages) |" in report
     assert "Against the labels-only student trained to convergence on dev (66.00), the hybrid student is +3.50" in report
     assert "| lr-search[labels_converged] | lr-search |" in report
+
+
+def test_teacher_preparation_and_a_teacher_below_the_majority(tmp_path):
+    from afrocomet.report import render_report
+
+    results = full_results(tmp_path)
+    results.update({
+        "vocab_trim": {"rows_kept": 11008, "rows_total": 250037, "rows_kept_fraction": 11008 / 250037,
+                       "token_coverage": 1.0, "texts": 14172, "when": "before teacher fine-tuning",
+                       "teacher": {"parameters_before": 117654915, "parameters_after": 25867779},
+                       "student": {"parameters_before": 68937216, "parameters_after": 8100000}},
+        "teacher_frozen": {"embeddings": True, "layers": 6, "of_layers": 12, "parameters": 25867779,
+                           "trainable_parameters": 10795779},
+        "teacher_dev": {"teacher": 0.1702, "majority": 0.1702, "per_language": {}, "below_majority": True},
+        "teacher_below_majority": True,
+        "time_estimate": {"seconds": 930.0, "stages": {}, "training_seconds": 700.0, "wall_seconds": 812.3},
+        "tokenizer_coverage": {"normalize": "nfd-unknown", "rules": {"U+01F9 ǹ": "U+006E + U+0300"},
+                               "per_language": {"hau": {"tokens": 1000, "unk": 2, "unk_rate": 0.002, "texts": 10,
+                                                        "texts_with_unk": 2},
+                                                "ibo": {"tokens": 500, "unk": 0, "unk_rate": 0.0, "texts": 5,
+                                                        "texts_with_unk": 0}},
+                               "per_language_normalized": {"hau": {"tokens": 1000, "unk": 1, "unk_rate": 0.001,
+                                                                   "texts": 10, "texts_with_unk": 1},
+                                                           "ibo": {"tokens": 500, "unk": 0, "unk_rate": 0.0,
+                                                                   "texts": 5, "texts_with_unk": 0}}},
+    })
+    lines = render_report(results).splitlines()
+    retention = next(i for i, line in enumerate(lines) if line.startswith("**Retention**"))
+    assert lines[retention - 2].startswith("**Warning: the teacher scores no better than the majority baseline on dev**")
+    assert "17.02 vs 17.02" in lines[retention - 2]
+    report = "\n".join(lines)
+    assert "## Teacher preparation" in report
+    assert "11,008 of 250,037 rows kept (4.4%), before teacher fine-tuning" in report
+    assert "teacher 117,654,915 → 25,867,779 parameters" in report
+    assert "embeddings and layers 1-6 of 12 (10,795,779 of 25,867,779 parameters trained)" in report
+    assert "no better than the majority baseline's 17.02" in report
+    assert "estimated 15 min 30 s of training before it started (it took 11 min 40 s); the whole run took 13 min 32 s" in report
+    assert "| Hausa (hau) | 1,000 | 2 | 0.200% | 2 of 10 | 0.100% |" in report
+    assert "ǹ → U+006E + U+0300" in report
+    # a teacher above the majority: no warning line
+    results["teacher_below_majority"] = False
+    assert "**Warning" not in render_report(results)

@@ -29,6 +29,7 @@ LIMITS = {"batch_size": 65536, "grad_accum": 65536, "seeds": 100, "threads": 409
 STAGE_KINDS = ("teacher-pretrain", "teacher-finetune", "distill-mlm", "distill-task", "student-finetune")
 MATCHING_MODES = ("mean", "projection", "relations")
 ADAPTIVE_MODES = ("none", "magnitude", "uncertainty")
+NORMALIZE_MODES = ("none", "nfd-unknown")
 
 
 # A field whose metadata has "help" is a flag of `afrocomet run` / `distill` (keys: afrocomet/cli/options.py).
@@ -45,7 +46,14 @@ class DataConfig:
     test: str | None = field(default=None, metadata={"help": "Your own test TSV."})
     extra_text: list[str] = field(default_factory=list, metadata={
         "help": "Unlabelled text file (one text a line) for stage 1."})
-    max_length: int = 128  # tokens per text, including <s> and </s>
+    max_length: int = field(default=128, metadata={  # tokens per text, including <s> and </s>
+        "help": "Tokens per text, <s> and </s> included (longer texts are cut).", "min": 8})
+    # "nfd-unknown": characters of the training text that the tokenizer maps to <unk> but whose NFD
+    # decomposition has pieces (Yoruba ǹ -> n + U+0300 under XLM-R's vocabulary) are decomposed; the
+    # rule is written into the tokenizer's normalizer, so every text of the run, and the saved folders, use it
+    normalize: str = field(default="none", metadata={
+        "help": "Keep letters the tokenizer maps to <unk> by decomposing them (NFD) where the pieces exist.",
+        "choices": NORMALIZE_MODES})
     sampling_alpha: float = field(default=0.5, metadata={  # 1 = proportional, 0 = uniform
         "help": "Language sampling p ∝ n^alpha, fixed (no search on dev unless --alpha-candidates)."})
     # choose alpha on dev: a short stage-2 run of the hybrid student per candidate, the best dev score
@@ -73,6 +81,12 @@ class ModelConfig:
     trim_vocab: bool = field(default=False, metadata={
         "help": "Keep only the vocabulary rows the training text uses, in teacher and student, before stage 1 "
                 "(default: on with a Hub/folder teacher).", "flag": "--trim-vocab/--no-trim-vocab"})
+    # teacher fine-tuning on a CPU: frozen parts get no gradient and no optimizer state
+    freeze_teacher_embeddings: bool = field(default=False, metadata={
+        "help": "Freeze the teacher's embeddings while it is fine-tuned (default: on with a Hub/folder teacher).",
+        "flag": "--freeze-teacher-embeddings/--no-freeze-teacher-embeddings"})
+    freeze_teacher_layers: int = field(default=0, metadata={
+        "help": "Freeze the teacher's lowest N layers while it is fine-tuned.", "min": 0})
     student_init: str = field(default="random", metadata={  # "teacher": PCA projection (models/init.py)
         "help": "Student weights: random, or a PCA projection of the teacher's.", "choices": ("random", "teacher")})
 
@@ -251,6 +265,10 @@ def validate(config: RunConfig, where: str = "config", lines: dict[tuple, int] |
     if config.compare_adaptive not in ADAPTIVE_MODES:
         raise AfroCometError(f"{where}: unknown compare_adaptive '{config.compare_adaptive}' "
                              f"(allowed: {', '.join(ADAPTIVE_MODES)})")
+    if config.data.normalize not in NORMALIZE_MODES:
+        raise AfroCometError(f"{where}: unknown data.normalize '{config.data.normalize}' "
+                             f"(allowed: {', '.join(NORMALIZE_MODES)})")
+    _check_positive(where, "model.freeze_teacher_layers", config.model.freeze_teacher_layers, allow_zero=True)
     _check_positive(where, "model.vocab_size", config.model.vocab_size)
     if config.model.vocab_size < MIN_VOCAB_SIZE:  # the tokenizer's 4 special tokens and 2 pieces (tokenizer.py)
         raise AfroCometError(f"model.vocab_size must be at least {MIN_VOCAB_SIZE}, got {config.model.vocab_size}",

@@ -11,6 +11,7 @@ from afrocomet.report.cite import AFRISENTI_BIBTEX, AFRISENTI_LICENCE, PAPER_BIB
 from afrocomet.report.efficiency import _efficiency_section
 from afrocomet.report.fmt import _fmt_seconds, _num, _pct
 from afrocomet.report.method import _method_section
+from afrocomet.report.preparation import preparation_section, teacher_warning_lines
 from afrocomet.report.read import (
     ABLATION,
     LOSS_TERMS,
@@ -88,7 +89,7 @@ def _retention_lines(results: Mapping) -> list[str]:
         return []
     ordered = sorted(ret.items(), key=lambda kv: kv[0] != "weighted_f1")  # the official score first
     parts = ", ".join(f"{METRICS.get(k, k)} {100 * v:.1f}%" for k, v in ordered)
-    lines = [f"**Retention** (student / teacher, ratio of the averages): {parts}."]
+    lines = [*teacher_warning_lines(results), f"**Retention** (student / teacher, ratio of the averages): {parts}."]
     per = {lang: _get(m, "student", "weighted_f1") / _get(m, "teacher", "weighted_f1")
            for lang, m in _languages(results).items()
            if _is_number(_get(m, "student", "weighted_f1")) and _get(m, "teacher", "weighted_f1")}
@@ -251,8 +252,7 @@ def render_report(results: Mapping, plots: Sequence[tuple[str, Path]] = (), out_
          f"data ({' / '.join(_labels(results))}).", ""],
         _run_section(results), _teacher_lines(results), _main_table(results), _averages_table(results),
         _retention_lines(results), _method_section(results), _ablation_section(results), _adaptive_section(results),
-        _sampling_section(results),
-        _efficiency_section(results), _stage_table(results),
+        _sampling_section(results), _efficiency_section(results), preparation_section(results), _stage_table(results),
         _truncation_lines(results), _plots_section(plots, out_dir), _citation_section(results),
     ]
     return "\n".join(line for section in sections for line in section).rstrip() + "\n"

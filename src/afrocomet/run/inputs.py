@@ -76,16 +76,29 @@ def make_tokenizer(ctx_config: RunConfig, datasets: dict[str, Dataset]):
     return tokenizer_for(ctx_config.model, texts)
 
 
-def prepare_tokenizer(config: RunConfig, datasets: dict[str, Dataset], state: Path):
-    """The run's tokenizer, saved in the working folder so that a resumed run uses the very same one."""
+COVERAGE = "tokenizer_coverage.json"  # in the state folder, beside the tokenizer: what resuming reports
+
+
+def prepare_tokenizer(config: RunConfig, datasets: dict[str, Dataset], state: Path) -> tuple[object, dict]:
+    """The run's tokenizer (with `data.normalize` in its normalizer), saved in the working folder so
+    that a resumed run uses the very same one; and its coverage of each language's training text
+    (`<unk>` rates, before and after the normalisation: afrocomet.normalize.coverage)."""
+    import json
+
+    from afrocomet.io import atomic_write_json
+    from afrocomet.normalize import coverage
     from afrocomet.tokenizer import load_tokenizer, save_tokenizer
 
     from afrocomet.distill.parallel import processes
 
     folder = state / "tokenizer"
     if (folder / "tokenizer.json").is_file():
-        return load_tokenizer(folder)
+        saved = state / COVERAGE
+        return load_tokenizer(folder), (json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {})
     tokenizer = make_tokenizer(config, datasets)  # deterministic: every process trains the same one
+    train = {lang: ds.texts("train") for lang, ds in datasets.items()}
+    tokenizer, report = coverage(tokenizer, train, config.data.normalize)
     if processes().is_main:
         save_tokenizer(tokenizer, folder)
-    return tokenizer
+        atomic_write_json(state / COVERAGE, report)
+    return tokenizer, report

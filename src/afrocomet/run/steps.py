@@ -1,4 +1,4 @@
-"""`afrocomet run`, top to bottom: check -> data -> tokenizer -> teacher -> trim -> students ->
+"""`afrocomet run`, top to bottom: check -> data -> tokenizer -> teacher (trim, fine-tune) -> students ->
 evaluate -> efficiency -> report.
 
 The stages themselves all go through `distill.trainer.train_stage` (see `Context.train`); this module
@@ -12,6 +12,7 @@ only decides which models and data each step gets, and in what order. Systems co
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -21,12 +22,15 @@ from torch import nn
 from afrocomet.config import RunConfig, validate
 from afrocomet.run.context import Context
 from afrocomet.run.efficiency import measure_efficiency
+from afrocomet.run.estimate import estimate_run
 from afrocomet.run.inputs import load_datasets, prepare_data, prepare_tokenizer
 from afrocomet.run.outputs import check_output_dir, check_resume
 from afrocomet.run.students import ALL, language_contexts, run_variants, train_student
 from afrocomet.run.systems import evaluate_systems, write_predictions
-from afrocomet.run.teacher import prepare_teacher, save_hf_model, student_trim, trim_vocabulary
+from afrocomet.run.teacher import (check_teacher, freeze_teacher, prepare_teacher, save_hf_model, student_trim,
+                                   trim_vocabulary)
 
+log = logging.getLogger("afrocomet")
 Models = dict[str, list[dict[str, nn.Module]]]  # system -> one {language or ALL: model} per seed
 
 
@@ -57,16 +61,19 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, re
             torch_threads(config.threads):  # None: torch's default (training results depend on the count)
         if procs.is_main:
             save_config(config, work / "config.yaml")
-        ctx = Context(config, prepare_inputs(config, shapes, work), device, work, progress)
-        teacher_mlm, teacher = prepare_teacher(ctx)
-        trim = trim_vocabulary(ctx, teacher_mlm, teacher) if config.model.trim_vocab else None
+        data, tokenizer_coverage = prepare_inputs(config, shapes, work)
+        ctx = Context(config, data, device, work, progress)
+        ctx.preparation["tokenizer_coverage"] = tokenizer_coverage
+        # trimming (model.trim_vocab) and the frozen parts come before the teacher is fine-tuned
+        teacher_mlm, teacher = prepare_teacher(ctx, lambda mlm, cls: before_finetune(ctx, mlm, cls))
+        ctx.preparation["teacher_dev"] = check_teacher(ctx, teacher)
         seeds = [config.seed + i for i in range(config.seeds)]
         models = train_students(ctx, teacher_mlm, teacher, seeds)
         if not procs.is_main:  # training is shared; evaluation and the report are the main process's
             return {}
         languages, preds = evaluate_systems(ctx, models)
         save_models(ctx, models)
-        results = collect_results(ctx, models, languages, seeds, trim, started, t0)
+        results = collect_results(ctx, models, languages, seeds, started, t0)
         write_outputs(ctx, results, preds)
     return results
 
@@ -86,14 +93,33 @@ def check_before_training(config: RunConfig, *, main: bool, overwrite: bool, res
 
 
 def prepare_inputs(config: RunConfig, shapes, work: Path):
-    """Datasets -> the run's tokenizer (checked against the models) -> encoded splits."""
+    """Datasets -> the run's tokenizer (checked against the models) -> (encoded splits, the tokenizer's
+    coverage of the training text)."""
     from afrocomet.distill.doctor import check_tokenizer_fits
     from afrocomet.workdir import STATE
 
     datasets = load_datasets(config)
-    tokenizer = prepare_tokenizer(config, datasets, work / STATE)
+    tokenizer, coverage = prepare_tokenizer(config, datasets, work / STATE)
     check_tokenizer_fits(config, tokenizer, shapes)
-    return prepare_data(config, datasets, tokenizer)
+    return prepare_data(config, datasets, tokenizer), coverage
+
+
+def before_finetune(ctx: Context, teacher_mlm: nn.Module | None, teacher_cls: nn.Module) -> None:
+    """Between building/loading the teachers and fine-tuning them: vocabulary trimming (fine-tuning
+    then never updates rows the text does not use), the parts frozen during fine-tuning, and the
+    time estimate (one log line). Recorded in `ctx.preparation` for results.json."""
+    from afrocomet.report.preparation import frozen_text
+
+    m = ctx.config.model
+    if m.trim_vocab:
+        ctx.preparation["vocab_trim"] = trim_vocabulary(ctx, teacher_mlm, teacher_cls)
+    finetunes = any(s.kind == "teacher-finetune" for s in ctx.config.stages)
+    if finetunes and (m.freeze_teacher_embeddings or m.freeze_teacher_layers):
+        frozen = freeze_teacher(teacher_cls, m.freeze_teacher_embeddings, m.freeze_teacher_layers)
+        ctx.preparation["teacher_frozen"] = frozen
+        log.info("teacher fine-tuning: %s frozen; %s of %s parameters trained", frozen_text(frozen),
+                 f"{frozen['trainable_parameters']:,}", f"{frozen['parameters']:,}")
+    ctx.preparation["estimate"] = estimate_run(ctx, teacher_cls)
 
 
 def train_students(ctx: Context, teacher_mlm: nn.Module | None, teacher: nn.Module, seeds: list[int]) -> Models:
@@ -116,8 +142,8 @@ def save_models(ctx: Context, models: Models) -> None:
         save_hf_model(student, ctx.data.tokenizer, ctx.work / "student" / ("" if lang == ALL else lang))
 
 
-def collect_results(ctx: Context, models: Models, languages: dict, seeds: list[int], trim: dict | None,
-                    started: str, t0: float) -> dict:
+def collect_results(ctx: Context, models: Models, languages: dict, seeds: list[int], started: str,
+                    t0: float) -> dict:
     """results.json: metrics per language and on average, retention, efficiency, stages, settings."""
     from afrocomet import __version__
     from afrocomet.config import to_dict
@@ -137,11 +163,22 @@ def collect_results(ctx: Context, models: Models, languages: dict, seeds: list[i
                      "per_language": len(students) > 1},
         "config": to_dict(ctx.config),
     }
-    if trim is not None:
-        results["vocab_trim"] = student_trim(trim, student)
+    prep = ctx.preparation
+    if "vocab_trim" in prep:
+        results["vocab_trim"] = student_trim(prep["vocab_trim"], student)
+    for key in ("teacher_frozen", "tokenizer_coverage"):
+        if key in prep:
+            results[key] = prep[key]
+    results["teacher_dev"] = prep["teacher_dev"]
+    results["teacher_below_majority"] = prep["teacher_dev"]["below_majority"]
     if ctx.teacher_notes:
         results["teacher"] = ctx.teacher_notes
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    if "estimate" in prep:  # the estimate beside the real time
+        trained = sum(float(r.get("seconds") or 0) for r in ctx.results.values()
+                      if r.get("kind") not in ("teacher-pretrain", "student-init"))  # what the estimate covers
+        results["time_estimate"] = {**prep["estimate"], "training_seconds": round(trained, 1),
+                                    "wall_seconds": results["wall_seconds"]}
     return results
 
 

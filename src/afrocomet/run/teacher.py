@@ -20,8 +20,9 @@ from afrocomet.run.inputs import prepare_data
 log = logging.getLogger("afrocomet")
 
 
-def prepare_teacher(ctx: Context) -> tuple[nn.Module | None, nn.Module]:
-    """Teacher preparation: (masked-LM teacher for stage 1, classification teacher for stage 2)."""
+def prepare_teacher(ctx: Context, before_finetune=None) -> tuple[nn.Module | None, nn.Module]:
+    """Teacher preparation: (masked-LM teacher for stage 1, classification teacher for stage 2).
+    `before_finetune(mlm, cls)` runs once both are built, before the teacher is fine-tuned."""
     from afrocomet.models.build import build_model, load_pretrained, missing_head
     from afrocomet.models.presets import get_preset
 
@@ -42,6 +43,8 @@ def prepare_teacher(ctx: Context) -> tuple[nn.Module | None, nn.Module]:
             log.info("teacher %s already has a %d-class head: fine-tuning skipped", m.teacher, len(labels))
             finetune = None
         _check_task_head(ctx, missing_head(cls, info["missing_keys"]), finetune)
+    if before_finetune is not None:  # vocabulary trimming, frozen parts (run/steps.py)
+        before_finetune(mlm, cls)
     if finetune is not None:
         ctx.train(finetune, cls)
     for model in (mlm, cls):
@@ -138,9 +141,32 @@ def trim_vocabulary(ctx: Context, teacher_mlm: nn.Module | None, teacher_cls: nn
     ctx.data = prepare_data(ctx.config, ctx.data.datasets, tokenizer)
     ctx.vocab_keep = keep
     r = reports["teacher"]
-    log.info("vocabulary trimmed: %s", r.summary())
-    return {"rows_kept": r.rows_kept, "rows_total": r.rows_total, "kept_fraction": r.kept_fraction, "texts": r.texts,
+    log.info("vocabulary trimmed before teacher fine-tuning: %s", r.summary())
+    # two different shares: of the vocabulary's rows, and of the training text's token occurrences
+    return {"rows_kept": r.rows_kept, "rows_total": r.rows_total, "rows_kept_fraction": r.rows_kept / r.rows_total,
+            "token_coverage": r.kept_fraction, "texts": r.texts, "when": "before teacher fine-tuning",
             "teacher": {"parameters_before": r.parameters_before, "parameters_after": r.parameters_after}}
+
+
+def freeze_teacher(model: nn.Module, embeddings: bool, layers: int) -> dict:
+    """Freeze the embeddings and/or the lowest `layers` layers of `model` for its fine-tuning: they
+    get no gradient and no optimizer state. Returns what is frozen and the parameters still trained."""
+    from afrocomet.models.build import count_parameters
+
+    base = model.base_model
+    blocks = getattr(getattr(base, "encoder", None), "layer", None)
+    if layers and blocks is None:
+        raise AfroCometError(f"cannot freeze teacher layers: {type(model).__name__} has no encoder.layer list")
+    if blocks is not None and layers > len(blocks):  # all of them: only the head is trained
+        log.info("model.freeze_teacher_layers is %d but the teacher has %d layers: all are frozen", layers, len(blocks))
+        layers = len(blocks)
+    if embeddings:
+        (getattr(base, "embeddings", None) or model.get_input_embeddings()).requires_grad_(False)
+    for block in list(blocks or [])[:layers]:
+        block.requires_grad_(False)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"embeddings": embeddings, "layers": layers, "of_layers": len(blocks) if blocks is not None else None,
+            "parameters": count_parameters(model), "trainable_parameters": trainable}
 
 
 def student_trim(trim: dict, student: nn.Module) -> dict:
@@ -167,3 +193,30 @@ def save_hf_model(model: nn.Module, tokenizer, out_dir: Path) -> Path:
             hf_logging.enable_progress_bar()
         write_tokenizer(tokenizer, tmp, model.config)  # with model_max_length
     return out_dir
+
+
+def check_teacher(ctx: Context, teacher: nn.Module) -> dict:
+    """The teacher's dev weighted F1 against the majority baseline's (per language and averaged over
+    languages); a teacher no better than the majority says so loudly (one warning line)."""
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from afrocomet.evaluate import majority_baseline
+    from afrocomet.quiet import warn
+    from afrocomet.run.dev import predict_encoded
+
+    per = {}
+    for lang, data in ctx.data.dev.items():
+        gold = list(data.labels)
+        pred = predict_encoded(teacher, data, ctx.pad_id, ctx.device).argmax(-1)
+        majority = majority_baseline(ctx.data.datasets[lang].label_ids("train"), len(gold))
+        per[lang] = {"teacher": float(f1_score(gold, pred, average="weighted")),
+                     "majority": float(f1_score(gold, majority, average="weighted"))}
+    teacher_f1 = float(np.mean([v["teacher"] for v in per.values()]))
+    majority_f1 = float(np.mean([v["majority"] for v in per.values()]))
+    below = teacher_f1 <= majority_f1 + 1e-9
+    if below:
+        warn(f"the teacher scores no better than the majority baseline on dev (weighted F1 {100 * teacher_f1:.2f} "
+             f"vs {100 * majority_f1:.2f}): it learnt nothing, so retention figures mean nothing; check the "
+             "teacher-finetune stage (learning rate, steps)")
+    return {"teacher": teacher_f1, "majority": majority_f1, "per_language": per, "below_majority": below}
