@@ -23,6 +23,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 def machine(monkeypatch, cores: int, load: float | None) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(D, "busy_cores_by_others", lambda window=0.25: None)  # as where /proc is missing
     if load is None:
         def no_load():
             raise OSError("no load average here")
@@ -60,7 +61,7 @@ def test_machine_load_records_and_warns_once_when_busy(monkeypatch):
     machine(monkeypatch, 2, 1.6)
     with pytest.warns(UserWarning, match="busy while timing") as said:
         load = D.machine_load(1.5, threads=1)
-    assert load == {"threads": 1, "cores": 2, "load_1min_before": 1.5, "load_1min_after": 1.6, "busy": True}
+    assert load == {"threads": 1, "cores": 2, "busy_cores_before": 1.5, "busy_cores_after": 1.6, "busy": True}
     assert len(said) == 1 and "\n" not in str(said[0].message) and "unreliable" in str(said[0].message)
     machine(monkeypatch, 2, 0.1)
     with warnings.catch_warnings():
@@ -81,9 +82,9 @@ def test_compare_records_threads_and_load_and_the_report_shows_them(monkeypatch)
         result = compare(teacher, student, tokenizer, tokenizer, texts, warmup=1, repeats=3, throughput_batch_size=4,
                          max_length=16)  # threads None: chosen, 1 of 2 cores is free
     assert result["threads"] == 1 and result["student"]["latency"]["threads"] == 1
-    assert result["load"] == {"threads": 1, "cores": 2, "load_1min_before": 1.0, "load_1min_after": 1.0, "busy": True}
+    assert result["load"] == {"threads": 1, "cores": 2, "busy_cores_before": 1.0, "busy_cores_after": 1.0, "busy": True}
     text = "\n".join(_efficiency_section({"efficiency": result}))
-    assert "1 threads" in text and "1-minute load 1.00 -> 1.00 on 2 cores (busy: the timings are unreliable)" in text
+    assert "1 threads" in text and "cores busy with other work 1.00 -> 1.00 of 2 (busy: the timings are unreliable)" in text
 
 
 def test_interleaved_latency_is_robust_to_a_busy_stretch():
@@ -131,7 +132,7 @@ def test_bench_json_has_threads_load_and_interleaved_ratio_and_warns_iff_busy(af
     out = json.loads(proc.stdout)
     load = out["load"]
     assert out["threads"] == load["threads"] == 1 and load["cores"] == len(os.sched_getaffinity(0))
-    assert isinstance(load["load_1min_before"], float) and isinstance(load["load_1min_after"], float)
+    assert isinstance(load["busy_cores_before"], float) and isinstance(load["busy_cores_after"], float)
     inter = out["latency_interleaved"]
     assert inter["rounds"] == len(inter["teacher_p50_ms"]) == len(inter["student_p50_ms"]) and inter["ratio_median"] > 0
     busy = [line for line in proc.stderr.splitlines() if "busy while timing" in line]
@@ -159,3 +160,29 @@ def test_run_threads_flag_and_config_field(tmp_path):
     config.threads = 0
     with pytest.raises(AfroCometError, match="threads must be > 0"):
         validate(config)
+
+
+def _spin(seconds: float) -> None:
+    end = __import__("time").perf_counter() + seconds
+    while __import__("time").perf_counter() < end:
+        pass
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs Linux's /proc")
+def test_own_work_does_not_make_the_machine_busy_but_another_process_does():
+    """A run's own training just before its timings must not read as 'busy' (the load average would)."""
+    import threading
+
+    spinner = threading.Thread(target=_spin, args=(1.0,))
+    spinner.start()
+    own = D.busy_cores_by_others(window=0.5)  # this process keeps a core busy meanwhile
+    spinner.join()
+    other = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+    try:
+        __import__("time").sleep(0.5)
+        busy = D.busy_cores_by_others(window=1.0)
+    finally:
+        other.kill()
+        other.wait()
+    assert own is not None and own < 0.5, own
+    assert busy is not None and busy >= 0.6, busy

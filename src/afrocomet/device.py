@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 import torch
 
@@ -38,7 +39,8 @@ def fused_ok(device: torch.device) -> bool:
 
 # ----------------------------------------------------------------------------- CPU threads and machine load
 
-BUSY_FRACTION = 0.5  # 1-minute load at or above this share of the cores: timings are unreliable
+BUSY_FRACTION = 0.5  # other processes keeping this share of the cores busy: timings are unreliable
+SAMPLE_SECONDS = 0.25  # how long `busy_cores_by_others` watches the CPU
 
 
 def available_cores() -> int:
@@ -57,9 +59,40 @@ def load_average() -> float | None:
         return None
 
 
+def _cpu_ticks() -> tuple[int, int, int]:
+    """(all CPUs' ticks, their busy ticks, this process's own ticks: every thread, user + system)."""
+    with open("/proc/stat", encoding="ascii") as f:
+        values = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    with open("/proc/self/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # from field 3 (state) on: utime is field 14, stime 15
+    return sum(values), sum(values) - values[3] - values[4], int(fields[11]) + int(fields[12])
+
+
+def busy_cores_by_others(window: float = SAMPLE_SECONDS) -> float | None:
+    """Cores kept busy by other processes, watched for `window` seconds (Linux's /proc: all busy CPU
+    time minus this process's own); None where there is no /proc. Unlike the load average, a run's
+    own training a moment ago does not count as the machine being busy."""
+    try:
+        total0, busy0, own0 = _cpu_ticks()
+        time.sleep(window)
+        total1, busy1, own1 = _cpu_ticks()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return 0.0
+    per_cpu = (total1 - total0) / (os.cpu_count() or 1)
+    return round(max(0.0, (busy1 - busy0) - (own1 - own0)) / per_cpu, 2)
+
+
+def machine_busy() -> float | None:
+    """Cores busy with other work: watched on /proc where it exists, else the 1-minute load average."""
+    others = busy_cores_by_others()
+    return load_average() if others is None else others
+
+
 def choose_threads(requested: int | None = None) -> int:
     """The CPU thread count for a timing or inference path: `requested` when given, else the cores
-    that are free, min(available cores, cores - 1-minute load rounded), at least 1. A small model
+    that are free, min(available cores, cores - busy cores rounded), at least 1. A small model
     whose thread pool oversubscribes a busy CPU collapses (batch-1 p50 14 ms -> 496 ms on 2 cores
     with one busy), so a busy machine gets fewer threads. Training does not call this unless the
     user asks for a count: results depend on the thread count (float summation order)."""
@@ -67,8 +100,8 @@ def choose_threads(requested: int | None = None) -> int:
         if requested < 1:
             raise AfroCometError(f"threads must be at least 1, got {requested}")
         return int(requested)
-    cores, load = available_cores(), load_average()
-    free = cores if load is None else round(cores - load)
+    cores, busy = available_cores(), machine_busy()
+    free = cores if busy is None else round(cores - busy)
     return max(1, min(cores, free))
 
 
@@ -91,12 +124,13 @@ def is_busy(load: float | None, cores: int) -> bool:
 
 def machine_load(before: float | None, threads: int, cores: int | None = None) -> dict:
     """What a timing records (results.json `efficiency.load`, bench JSON `load`): the threads used,
-    the cores, the 1-minute load average before and now; warns once, in one line, when it was busy."""
+    the cores, the cores other work kept busy before (`machine_busy()` taken by the caller) and now;
+    warns once, in one line, when it was busy."""
     from afrocomet.quiet import warn
 
-    cores, after = cores or available_cores(), load_average()
+    cores, after = cores or available_cores(), machine_busy()
     busy = is_busy(before, cores) or is_busy(after, cores)
     if busy:
-        warn(f"the machine was busy while timing (1-minute load {before} before, {after} after, on {cores} cores; "
-             f"{threads} thread(s) used): latency and throughput are unreliable; rerun on an idle machine")
-    return {"threads": threads, "cores": cores, "load_1min_before": before, "load_1min_after": after, "busy": busy}
+        warn(f"the machine was busy while timing (other work kept {before} cores busy before, {after} after, "
+             f"of {cores}; {threads} thread(s) used): latency and throughput are unreliable; rerun on an idle machine")
+    return {"threads": threads, "cores": cores, "busy_cores_before": before, "busy_cores_after": after, "busy": busy}

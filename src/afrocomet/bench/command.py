@@ -15,7 +15,7 @@ import torch
 from afrocomet.bench.efficiency import benchmark_model, benchmark_onnx, compare_columns, ratios
 from afrocomet.bench.memory import release_free_memory
 from afrocomet.bench.timing import interleaved_latency, torch_predictor
-from afrocomet.device import choose_threads, load_average, machine_load, torch_threads
+from afrocomet.device import choose_threads, machine_busy, machine_load, torch_threads
 from afrocomet.errors import AfroCometError
 
 TOKENIZER_TEXTS = 10_000  # train tweets the presets' shared tokenizer is trained on (evenly spaced)
@@ -202,7 +202,7 @@ def run_bench(teacher: str, student: str, onnx: str | Path | None = None, *, lan
     shared, tokenizer_note = (shared_tokenizer([teacher, student, str(onnx or "")], datasets) if presets
                               else (None, "each folder's own tokenizer"))
     kwargs = dict(warmup=min(warmup, len(texts)), throughput_batch_size=throughput_batch_size)
-    before = load_average()
+    before = machine_busy()
     with torch_threads(choose_threads(threads)) as used_threads:
         columns = {"teacher": _torch_column(teacher, 0, shared, texts, dev, max_length, **kwargs),
                    "student": _torch_column(student, 1, shared, texts, dev, max_length, **kwargs)}
@@ -259,7 +259,7 @@ def bench_title(result: dict[str, Any]) -> str:
     """The table's title: device, threads and the machine's load while it ran."""
     load = result.get("load") or {}
     where = f"afrocomet bench: {result['device']}, {result['threads']} threads"
-    if load.get("load_1min_before") is not None:
-        where += (f", 1-min load {load['load_1min_before']:.2f} -> {load['load_1min_after']:.2f} on "
+    if load.get("busy_cores_before") is not None:
+        where += (f", cores busy with other work {load['busy_cores_before']:.2f} -> {load['busy_cores_after']:.2f} of "
                   f"{load['cores']} cores" + (" (busy: timings unreliable)" if load.get("busy") else ""))
     return where

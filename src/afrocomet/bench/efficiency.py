@@ -16,7 +16,7 @@ the measures of `MEASURES`: latency (p50), latency_p95, parameters, disk_bytes, 
 (reference / column) and throughput (column / reference); None where undefined.
 `compare` (the run's `efficiency` block) is {teacher: column, student: column, ratios, device,
 threads, max_length, n_texts, load}; `load` (also in bench's JSON) is afrocomet.device.machine_load:
-{threads, cores, load_1min_before, load_1min_after, busy}.
+{threads, cores, busy_cores_before, busy_cores_after, busy}.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 from afrocomet.bench.memory import peak_memory
 from afrocomet.bench.size import model_size, weights_bytes
 from afrocomet.bench.timing import Predictor, measure_latency, measure_throughput, torch_predictor
-from afrocomet.device import choose_threads, load_average, machine_load, torch_threads
+from afrocomet.device import choose_threads, machine_busy, machine_load, torch_threads
 
 # measure -> (its path in a column, whether higher is better); the order of every `ratios` dict
 MEASURES: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -94,7 +94,7 @@ def compare(teacher_model: torch.nn.Module, student_model: torch.nn.Module, toke
     free cores, afrocomet.device.choose_threads); `load` records the machine's load before and after
     (a warning when busy). Keyword arguments go to `benchmark` (batch sizes, warmup, repeats).
     """
-    before = load_average()
+    before = machine_busy()
     with torch_threads(choose_threads(threads)) as used_threads:
         teacher = benchmark_model(teacher_model, tokenizer_t, texts, max_length=max_length, device=device, **kwargs)
         student = benchmark_model(student_model, tokenizer_s, texts, max_length=max_length, device=device, **kwargs)

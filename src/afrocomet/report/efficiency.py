@@ -67,8 +67,8 @@ def _efficiency_section(results: Mapping) -> list[str]:
 
 def _load_text(load: Mapping | None) -> str:
     """`1-minute load 0.12 -> 0.35 on 2 cores` (and a note when it was busy), from `efficiency.load`."""
-    if not isinstance(load, Mapping) or load.get("load_1min_before") is None:
+    if not isinstance(load, Mapping) or load.get("busy_cores_before") is None:
         return ""
-    after = load.get("load_1min_after") or 0.0
-    text = f"1-minute load {load['load_1min_before']:.2f} -> {after:.2f} on {load['cores']} cores"
+    after = load.get("busy_cores_after") or 0.0
+    text = f"cores busy with other work {load['busy_cores_before']:.2f} -> {after:.2f} of {load['cores']}"
     return text + (" (busy: the timings are unreliable)" if load.get("busy") else "")
