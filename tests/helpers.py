@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 import pytest
 import torch
@@ -92,3 +93,13 @@ def _threads(n: int):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def wait_until(proc, ready, timeout: float, *, poll: float = 0.01, output=None) -> None:
+    """Poll `ready()` while the subprocess `proc` runs: fail if it ends first (with `output()`, or its
+    stderr) or if `timeout` seconds pass (without waiting on a process that is still alive)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, output() if output else proc.communicate()
+        assert time.monotonic() < deadline, f"not ready after {timeout}s"
+        time.sleep(poll)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from afrocomet.cli import main
-from helpers import WORDS, tiny_model, tiny_tokenizer
+from helpers import WORDS, tiny_model, tiny_tokenizer, wait_until
 
 GOOD = "tweet\tlabel\n" + "".join(f"{w} {v}\t{lab}\n" for w, v, lab in zip(
     WORDS, reversed(WORDS), ["positive", "negative", "neutral"] * 6))
@@ -310,10 +310,8 @@ def test_ctrl_c_mid_run_leaves_the_earlier_run(work, afrisenti_dir):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, cwd=work,
                             preexec_fn=_default_sigint)
     try:
-        deadline = time.monotonic() + 120
-        while not (work / "out.partial" / "config.yaml").is_file():  # the run is being built beside `out`
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.02)
+        # the run is being built beside `out`
+        wait_until(proc, (work / "out.partial" / "config.yaml").is_file, 120, poll=0.02)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:

@@ -9,12 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers import WORDS
+from helpers import WORDS, wait_until
 
 GOOD = "tweet\tlabel\n" + "".join(f"{w} {v}\t{lab}\n" for w, v, lab in zip(
     WORDS, reversed(WORDS), ["positive", "negative", "neutral"] * 6))
@@ -61,10 +60,7 @@ def test_sigterm_during_start_up_says_terminated(work):
     rest): one line, `afrocomet: terminated`, exit 143, nothing written."""
     proc = subprocess.Popen(quick(work), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, cwd=work)
     try:
-        deadline = time.monotonic() + 60
-        while not _catches_sigterm(proc.pid):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.005)
+        wait_until(proc, lambda: _catches_sigterm(proc.pid), 60, poll=0.005)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
@@ -82,10 +78,7 @@ def test_second_run_on_a_live_out_is_refused_then_sigterm_stops_the_first(work):
     first = subprocess.Popen(quick(work), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, cwd=work)
     lock = work / "out.partial" / "run.lock"
     try:
-        deadline = time.monotonic() + 240
-        while not lock.is_file():
-            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
-            time.sleep(0.02)
+        wait_until(first, lock.is_file, 240, poll=0.02)
         first.send_signal(signal.SIGSTOP)  # alive, and it stays where it is while B tries
         assert json.loads(lock.read_text())["pid"] == first.pid
         before = sorted(p.name for p in (work / "out.partial").rglob("*"))

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from safetensors.torch import load_file
 from afrocomet.cli import main
 from afrocomet.config import StageConfig, validate_stage
 from afrocomet.errors import AfroCometError
+from helpers import wait_until
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -73,11 +73,8 @@ def _start(args: list[str], log: Path) -> subprocess.Popen:
 
 def _kill_when(proc: subprocess.Popen, folder: Path, pattern: str, log: Path, timeout: float = 120) -> None:
     """SIGKILL the run as soon as a complete checkpoint matching `pattern` exists."""
-    deadline = time.monotonic() + timeout
-    while not any(folder.glob(pattern)):
-        assert proc.poll() is None, f"the run ended before {pattern}: {log.read_text()[-2000:]}"
-        assert time.monotonic() < deadline, f"no {pattern} after {timeout}s"
-        time.sleep(0.005)
+    wait_until(proc, lambda: any(folder.glob(pattern)), timeout, poll=0.005,
+               output=lambda: f"the run ended before {pattern}: {log.read_text()[-2000:]}")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 

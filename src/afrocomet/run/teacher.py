@@ -181,16 +181,12 @@ def student_trim(trim: dict, student: nn.Module) -> dict:
 def save_hf_model(model: nn.Module, tokenizer, out_dir: Path) -> Path:
     """A standard Hugging Face folder (config.json with id2label, model.safetensors, tokenizer files)."""
     from afrocomet.io import atomic_dir
+    from afrocomet.quiet import no_progress_bars
     from afrocomet.tokenizer import write_tokenizer
 
-    from transformers.utils import logging as hf_logging
-
     with atomic_dir(out_dir) as tmp:
-        hf_logging.disable_progress_bar()  # one shard of a small model: no bar needed
-        try:
+        with no_progress_bars():  # one shard of a small model: no bar needed
             model.save_pretrained(tmp)  # safetensors
-        finally:
-            hf_logging.enable_progress_bar()
         write_tokenizer(tokenizer, tmp, model.config)  # with model_max_length
     return out_dir
 
