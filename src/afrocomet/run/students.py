@@ -140,12 +140,9 @@ def choose_lr(ctx: Context, stage: StageConfig, student: nn.Module, teacher: nn.
 
     plan = StepPlan.of(stage, len(ctx.data.train))
     steps = max(1, min(ctx.config.data.alpha_search_steps, plan.steps_per_epoch // 4, plan.total_steps // 3))
-    scores: dict[float, float] = {}
-    for factor in LR_GRID:
-        lr = float(f"{stage.lr * factor:.3g}")
-        probe = replace(stage, name=f"lr-search[{lr:g}]", lr=lr, max_steps=steps, eval_every=steps, patience=0)
-        ctx.train(probe, copy.deepcopy(student), teacher=teacher, tag=tag, seed=seed)
-        scores[lr] = float(ctx.results[probe.name + tag]["best_score"])
+    lrs = [float(f"{stage.lr * factor:.3g}") for factor in LR_GRID]
+    scores = _dev_probes(ctx, stage, student, teacher, seed, steps,
+                         {lr: (f"lr-search[{lr:g}]", {"lr": lr}, {"tag": tag}) for lr in lrs})
     chosen = max(scores, key=lambda lr: (scores[lr], -abs(math.log(lr / stage.lr))))
     ctx.results[f"lr-search{tag}"] = {"kind": "lr-search", "steps": 0, "probe_steps": steps, "chosen": chosen,
                                       "dev_weighted_f1": {f"{lr:g}": v for lr, v in scores.items()},
@@ -153,6 +150,19 @@ def choose_lr(ctx: Context, stage: StageConfig, student: nn.Module, teacher: nn.
     log.info("stage %s%s: lr %g chosen on dev (%s)", stage.name, tag, chosen,
              ", ".join(f"{lr:g}: {v:.4f}" for lr, v in scores.items()))
     return chosen
+
+
+def _dev_probes(ctx: Context, stage: StageConfig, student: nn.Module, teacher: nn.Module | None, seed: int,
+                steps: int, candidates: dict[float, tuple[str, dict, dict]]) -> dict[float, float]:
+    """One short copy of `stage` per candidate (`steps` steps, one dev evaluation at the end), each from
+    a copy of the same student: {candidate: (probe name, stage fields, Context.train arguments)} ->
+    {candidate: its dev score}. The search that alpha and the converged student's lr share."""
+    scores: dict[float, float] = {}
+    for value, (name, fields, train_args) in candidates.items():
+        probe = replace(stage, name=name, **fields, max_steps=steps, eval_every=steps, patience=0)
+        ctx.train(probe, copy.deepcopy(student), teacher=teacher, seed=seed, **train_args)
+        scores[value] = float(ctx.results[probe.name + train_args.get("tag", "")]["best_score"])
+    return scores
 
 
 def init_student(ctx: Context, student: nn.Module, teacher: nn.Module, tag: str) -> None:
@@ -181,11 +191,9 @@ def choose_alpha(ctx: Context, stage: StageConfig, student: nn.Module, teacher: 
 
     steps, default = min(ctx.config.data.alpha_search_steps, stage.max_steps or math.inf), ctx.config.data.sampling_alpha
     build = reads_an_epoch(stage, len(ctx.data.train))
-    scores: dict[float, float] = {}
-    for alpha in ctx.config.data.alpha_candidates:
-        probe = replace(stage, name=f"alpha-search[{alpha:g}]", max_steps=steps, eval_every=steps, patience=0)
-        ctx.train(probe, copy.deepcopy(student), teacher=teacher, seed=seed, alpha=alpha, build_cache=build)
-        scores[alpha] = float(ctx.results[probe.name]["best_score"])
+    scores = _dev_probes(ctx, stage, student, teacher, seed, steps,
+                         {alpha: (f"alpha-search[{alpha:g}]", {}, {"alpha": alpha, "build_cache": build})
+                          for alpha in ctx.config.data.alpha_candidates})
     ctx.alpha = max(scores, key=lambda a: (scores[a], -abs(a - default)))
     ctx.alpha_search = {"stage": stage.name, "steps": steps, "dev_weighted_f1": {f"{a:g}": v for a, v in scores.items()},
                         "chosen": ctx.alpha}
