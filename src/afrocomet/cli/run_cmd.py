@@ -84,6 +84,7 @@ def _resolve_config(config_file: Path | None, opts: dict, base=None):
 def _run(config_file: Path | None, opts: dict) -> None:
     import logging
 
+    from afrocomet.distill.parallel import leave
     from afrocomet.run import run as run_pipeline
 
     logging.basicConfig(level=logging.WARNING if opts["quiet"] else logging.INFO, format="%(asctime)s %(message)s",
@@ -95,8 +96,11 @@ def _run(config_file: Path | None, opts: dict) -> None:
         config = _resume_config(config_file, opts)
     else:
         config = _resolve_config(config_file, opts)
-    results = run_pipeline(config, overwrite=opts["overwrite"], progress=not opts["quiet"],
-                           resume=opts["resume"] is not None, source=str(config_file) if config_file else "config")
+    try:
+        results = run_pipeline(config, overwrite=opts["overwrite"], progress=not opts["quiet"],
+                               resume=opts["resume"] is not None, source=str(config_file) if config_file else "config")
+    finally:
+        leave()  # under `accelerate launch`: every process leaves the group itself (see parallel.leave)
     if results:  # the main process's; the others return nothing
         _print_summary(results, Path(config.out))
 

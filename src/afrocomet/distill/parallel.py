@@ -176,6 +176,21 @@ def launch_command(num_processes: int, args: list[str]) -> list[str]:
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "afrocomet", *args]
 
 
+def leave() -> None:
+    """Leave the process group, if this process joined one: each process at the end of its command.
+
+    A process that only trains (not the main one) ends while the main one still evaluates and
+    writes the report. Left to the interpreter's exit, the group's threads were torn down in no
+    fixed order and a process could abort (`terminate called without an active exception`,
+    SIGABRT), on which the launcher stopped the main process mid-report. Destroying the group
+    here is local (no collective), so the main process, which needs no other process after
+    training, is not held up."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def processes() -> Processes:
     """This process's place among those `accelerate launch` started (one process without it)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
