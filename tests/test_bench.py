@@ -57,6 +57,26 @@ def test_model_size_of_module_and_folder(tmp_path, setup):
         model_size(tmp_path / "empty")
 
 
+def test_non_embedding_parameters_leave_out_every_embedding_table(setup):
+    from afrocomet.bench import non_embedding_parameters
+
+    tokenizer, _ = setup
+    model = tiny_model(len(tokenizer))
+    tables = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    assert tables > 0
+    assert non_embedding_parameters(model) == sum(p.numel() for p in model.parameters()) - tables
+    # a tied masked-LM decoder is the word embedding: not counted again
+    from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
+
+    mlm = XLMRobertaForMaskedLM(XLMRobertaConfig(vocab_size=500, hidden_size=32, num_hidden_layers=1,
+                                                 num_attention_heads=2, intermediate_size=64))
+    assert mlm.lm_head.decoder.weight is mlm.roberta.embeddings.word_embeddings.weight
+    emb = mlm.roberta.embeddings
+    tables = sum(t.weight.numel() for t in (emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings))
+    core = sum(p.numel() for p in mlm.parameters()) - tables  # parameters() yields the tied weight once
+    assert non_embedding_parameters(mlm) == core
+
+
 def test_latency_and_throughput_through_any_predictor(setup):
     _, texts = setup
     calls: list[list[str]] = []
@@ -115,6 +135,9 @@ def test_compare_has_each_side_and_ratios(setup):
     assert set(ratios) >= {"latency", "parameters", "disk_bytes", "memory_bytes", "throughput"}
     assert ratios["parameters"] > 1 and ratios["disk_bytes"] > 1
     assert ratios["parameters"] == pytest.approx(result["teacher"]["parameters"] / result["student"]["parameters"])
+    ne = {side: result[side]["non_embedding_parameters"] for side in ("teacher", "student")}
+    assert 0 < ne["student"] < result["student"]["parameters"]
+    assert ratios["non_embedding_parameters"] == pytest.approx(ne["teacher"] / ne["student"])
     assert ratios["latency"] > 0 and ratios["throughput"] > 0
     # The run stores this result as its `efficiency` block; the report reads every measure of it.
     from afrocomet.report.efficiency import EFFICIENCY, _efficiency_rows

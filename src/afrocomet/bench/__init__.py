@@ -29,7 +29,7 @@ from afrocomet.bench.efficiency import (
     ratios,
 )
 from afrocomet.bench.memory import peak_memory
-from afrocomet.bench.size import model_size, weights_bytes
+from afrocomet.bench.size import model_size, non_embedding_parameters, weights_bytes
 from afrocomet.bench.timing import (
     Predictor,
     compiled,
@@ -44,6 +44,6 @@ from afrocomet.bench.timing import (
 __all__ = [
     "MEASURES", "Predictor", "bench_rows", "bench_texts", "bench_title", "benchmark", "benchmark_model",
     "benchmark_onnx", "compare", "compare_columns", "compiled", "interleaved_latency", "latency", "measure_latency",
-    "measure_throughput", "model_size", "onnx_columns", "peak_memory", "random_weights_model", "ratios", "run_bench",
-    "shared_tokenizer", "throughput", "torch_predictor", "weights_bytes",
+    "measure_throughput", "model_size", "non_embedding_parameters", "onnx_columns", "peak_memory",
+    "random_weights_model", "ratios", "run_bench", "shared_tokenizer", "throughput", "torch_predictor", "weights_bytes",
 ]

@@ -233,6 +233,8 @@ def bench_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     metrics = [
         ("backend", lambda c: f"{c['backend']} {c['device']}"),
         ("parameters", lambda c: f"{c['parameters']:,}"),
+        ("non-embedding params", lambda c: "-" if c.get("non_embedding_parameters") is None
+         else f"{c['non_embedding_parameters']:,}"),
         ("disk MiB", lambda c: _mb(c["disk_bytes"])),
         ("tokens/text", lambda c: f"{c['tokens']['mean']:.1f}"),
         ("p50 ms, batch 1", lambda c: f"{c['latency']['p50_ms']:.2f}"),
@@ -242,6 +244,7 @@ def bench_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     ]
     rows = [[name, *(fn(c) for c in cols.values())] for name, fn in metrics]
     for key, label in (("latency", "x faster p50"), ("latency_p95", "x faster p95"), ("parameters", "x fewer params"),
+                       ("non_embedding_parameters", "x fewer non-embedding params"),
                        ("disk_bytes", "x smaller disk"), ("memory_bytes", "x less memory"),
                        ("throughput", "x throughput")):
         rows.append([label, "1.0x", *(_times(result["ratios"][name][key]) for name in list(cols)[1:])])

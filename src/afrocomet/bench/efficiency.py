@@ -4,6 +4,7 @@ and the run's `results.json` (`efficiency`) both write them.
 A *column* (one model, `benchmark_model` / `benchmark_onnx`)::
 
     parameters, disk_bytes          model_size: tensor elements, bytes of the weight files
+    non_embedding_parameters        size.non_embedding_parameters (None for ONNX): depth and width
     weights_bytes                   parameters and buffers in memory (None for ONNX)
     activation_peak_bytes           peak_memory of predicting the longest batch
     memory_bytes                    weights_bytes + activation_peak_bytes (ONNX: peak of opening + one batch)
@@ -12,7 +13,8 @@ A *column* (one model, `benchmark_model` / `benchmark_onnx`)::
 
 `afrocomet bench` adds model, backend, device, max_length and tokens to each column.
 *Ratios* (`ratios`): how many times better the second column is than the reference, keyed by
-the measures of `MEASURES`: latency (p50), latency_p95, parameters, disk_bytes, memory_bytes
+the measures of `MEASURES`: latency (p50), latency_p95, parameters, non_embedding_parameters,
+disk_bytes, memory_bytes
 (reference / column) and throughput (column / reference); None where undefined.
 `compare` (the run's `efficiency` block) is {teacher: column, student: column, ratios, device,
 threads, max_length, n_texts, load}; `load` (also in bench's JSON) is afrocomet.device.machine_load:
@@ -27,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from afrocomet.bench.memory import peak_memory
-from afrocomet.bench.size import model_size, weights_bytes
+from afrocomet.bench.size import model_size, non_embedding_parameters, weights_bytes
 from afrocomet.bench.timing import Predictor, measure_latency, measure_throughput, torch_predictor
 from afrocomet.device import choose_threads, machine_busy, machine_load, torch_threads
 
@@ -36,6 +38,7 @@ MEASURES: dict[str, tuple[tuple[str, ...], bool]] = {
     "latency": (("latency", "p50_ms"), False),
     "latency_p95": (("latency", "p95_ms"), False),
     "parameters": (("parameters",), False),
+    "non_embedding_parameters": (("non_embedding_parameters",), False),
     "disk_bytes": (("disk_bytes",), False),
     "memory_bytes": (("memory_bytes",), False),
     "throughput": (("throughput", "texts_per_s"), True),
@@ -59,6 +62,7 @@ def benchmark_model(model: torch.nn.Module, tokenizer, texts: Sequence[str], *, 
     predict = torch_predictor(model, tokenizer, max_length, device, compile=compile)
     result = benchmark(predict, texts, device=device, **kwargs)
     result.update(model_size(model))
+    result["non_embedding_parameters"] = non_embedding_parameters(model)
     result["weights_bytes"] = weights_bytes(model)
     result["memory_bytes"] = result["weights_bytes"] + result["activation_peak_bytes"]
     return result
@@ -127,7 +131,7 @@ def benchmark_onnx(folder: str | Path, onnx_file: str, texts: Sequence[str], *, 
     model, tokenizer = opened[0]
     result = benchmark(torch_predictor(model, tokenizer, max_length), texts, **kwargs)
     result.update(model_size(Path(folder) / onnx_file))
-    result.update(memory_bytes=memory, weights_bytes=None)
+    result.update(memory_bytes=memory, weights_bytes=None, non_embedding_parameters=None)
     return result
 
 

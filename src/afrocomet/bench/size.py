@@ -73,3 +73,16 @@ def weights_bytes(model: torch.nn.Module) -> int:
             seen.add(t.data_ptr())
             total += t.numel() * t.element_size()
     return total
+
+
+def non_embedding_parameters(model: torch.nn.Module) -> int:
+    """Parameters outside the embedding tables (word, position, token type: every nn.Embedding),
+    counted once where shared: what a model's depth and width cost, whatever its vocabulary (a
+    tied masked-LM decoder is the word embedding, so it is not counted either)."""
+    embedded = {p.data_ptr() for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    seen, total = set(embedded), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel()
+    return total

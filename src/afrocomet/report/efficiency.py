@@ -17,6 +17,7 @@ from afrocomet.report.read import _get
 # measure (see MEASURES), row label, formatter, (word when the ratio is >= 1, word when < 1)
 EFFICIENCY: tuple[tuple[str, str, Callable[[float], str], tuple[str, str]], ...] = (
     ("parameters", "parameters", _fmt_count, ("smaller", "larger")),
+    ("non_embedding_parameters", "parameters outside the embeddings", _fmt_count, ("smaller", "larger")),
     ("disk_bytes", "size on disk", _fmt_bytes, ("smaller", "larger")),
     ("memory_bytes", "peak memory", _fmt_bytes, ("smaller", "larger")),
     ("latency", "latency p50", _fmt_ms, ("faster", "slower")),
