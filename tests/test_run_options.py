@@ -86,3 +86,16 @@ def test_alpha_probes_read_the_cache_the_stage_builds(tmp_path, afrisenti_dir, o
     assert caches == {results["stages"]["stage2"]["teacher_cache"]} and None not in caches
     assert all(results["stages"][f"alpha-search[{a}]"]["steps"] == 20 for a in ("0.3", "0.5", "1"))
     assert results["sampling"]["search"]["chosen"] == results["sampling"]["alpha"]
+
+
+def test_train_and_dev_rows_sample_each_language(tmp_path, afrisenti_dir, one_thread):
+    """--train-rows / --dev-rows: every system (students, teacher and TF-IDF) sees the same sampled rows;
+    the test sets stay whole, and the report says what was cut."""
+    out, results = _run(tmp_path, afrisenti_dir, "--train-rows", "400", "--dev-rows", "300")
+    assert results["rows"] == {"swa": {"train": [400, 1810], "dev": [300, 453]},
+                               "kin": {"train": [400, 3302], "dev": [300, 827]}}
+    assert results["stages"]["stage2"]["epochs"] == round(12 / math.ceil(800 / 32), 3)  # 800 rows, not 5,112
+    assert results["languages"]["swa"]["teacher"]["n"] == 748 and results["languages"]["kin"]["teacher"]["n"] == 1026
+    assert results["config"]["data"]["train_rows"] == 400
+    report = (out / "report.md").read_text()
+    assert "**sampled rows**: swa train 400 of 1,810, dev 300 of 453; kin train 400 of 3,302, dev 300 of 827" in report

@@ -46,6 +46,12 @@ class DataConfig:
     test: str | None = field(default=None, metadata={"help": "Your own test TSV."})
     extra_text: list[str] = field(default_factory=list, metadata={
         "help": "Unlabelled text file (one text a line) for stage 1."})
+    # a smaller run on a small machine: at most N rows of each language's train (dev) split, drawn at
+    # random with the run's seed, stratified by label; test sets are never cut (scores stay comparable)
+    train_rows: int | None = field(default=None, metadata={
+        "help": "Use at most N training rows per language (a seeded sample, stratified by label).", "min": 1})
+    dev_rows: int | None = field(default=None, metadata={
+        "help": "Use at most N dev rows per language (a seeded sample, stratified by label).", "min": 1})
     max_length: int = field(default=128, metadata={  # tokens per text, including <s> and </s>
         "help": "Tokens per text, <s> and </s> included (longer texts are cut).", "min": 8})
     # "nfd-unknown": characters of the training text that the tokenizer maps to <unk> but whose NFD
@@ -255,6 +261,8 @@ def validate(config: RunConfig, where: str = "config", lines: dict[tuple, int] |
         raise AfroCometError(f"{where}: unknown language(s) {', '.join(unknown)} (allowed: {', '.join(ALL_LANGUAGES)})")
     if not config.data.languages and not custom:
         raise AfroCometError(f"{where}: data.languages is empty")
+    _check_positive(where, "data.train_rows", config.data.train_rows)
+    _check_positive(where, "data.dev_rows", config.data.dev_rows)
     _check_positive(where, "data.max_length", config.data.max_length)
     if config.data.max_length < 8:
         raise AfroCometError(f"{where}: data.max_length must be >= 8, got {config.data.max_length}")

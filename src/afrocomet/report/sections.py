@@ -37,6 +37,7 @@ def _run_section(results: Mapping) -> list[str]:
     sizes = {lang: next((m["n"] for m in per.values() if _is_number(m.get("n"))), None)
              for lang, per in _languages(results).items()}
     items.append(("test examples", ", ".join(f"{lang} {n:,}" for lang, n in sizes.items() if n is not None)))
+    items.append(("sampled rows", _rows_text(results.get("rows"))))
     items.append(("labels", ", ".join(_labels(results))))
     stages = [name for name, s in (results.get("stages") or {}).items() if isinstance(s, Mapping)]
     items.append(("stages", " → ".join(stages)))
@@ -49,6 +50,15 @@ def _run_section(results: Mapping) -> list[str]:
     items.append(("afrocomet", " ".join(x for x in (str(version or ""), f"({created})" if created else "") if x)))
     lines = [f"- **{k}**: {v}" for k, v in items if v]
     return ["## What was run", "", *lines, ""] if lines else []
+
+
+def _rows_text(rows: Mapping | None) -> str:
+    """'hau train 1,000 of 14,172, dev 300 of 2,677; ...' where data.train_rows / dev_rows cut a split."""
+    if not isinstance(rows, Mapping) or not rows:
+        return ""
+    per = [f"{lang} " + ", ".join(f"{split} {kept:,} of {total:,}" for split, (kept, total) in splits.items())
+           for lang, splits in rows.items()]
+    return "; ".join(per) + " (a seeded sample, stratified by label; test sets complete)"
 
 
 def _main_table(results: Mapping) -> list[str]:

@@ -46,6 +46,23 @@ def load_datasets(config: RunConfig) -> dict[str, Dataset]:
     return load_afrisenti(d.languages, d.data_dir, download=d.download)
 
 
+def sample_datasets(config: RunConfig, datasets: dict[str, Dataset]) -> tuple[dict[str, Dataset], dict]:
+    """`data.train_rows` / `data.dev_rows`: at most that many rows per language (afrocomet.data.sample),
+    and {language: {split: [rows kept, rows there]}} for the splits that were cut (results.json `rows`)."""
+    from afrocomet.data.sample import sample_rows
+
+    caps = {"train": config.data.train_rows, "dev": config.data.dev_rows}
+    out, cut = {}, {}
+    for lang, ds in datasets.items():
+        for split, n in caps.items():
+            before = len(ds.splits.get(split) or [])
+            ds = sample_rows(ds, split, n, config.seed)
+            if len(ds.splits.get(split) or []) < before:
+                cut.setdefault(lang, {})[split] = [len(ds.splits[split]), before]
+        out[lang] = ds
+    return out, cut
+
+
 def prepare_data(config: RunConfig, datasets: dict[str, Dataset], tokenizer) -> RunData:
     n = config.data.max_length
     labels = next(iter(datasets.values())).labels

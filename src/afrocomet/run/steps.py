@@ -23,7 +23,7 @@ from afrocomet.config import RunConfig, validate
 from afrocomet.run.context import Context
 from afrocomet.run.efficiency import measure_efficiency
 from afrocomet.run.estimate import estimate_run
-from afrocomet.run.inputs import load_datasets, prepare_data, prepare_tokenizer
+from afrocomet.run.inputs import load_datasets, prepare_data, prepare_tokenizer, sample_datasets
 from afrocomet.run.outputs import check_output_dir, check_resume
 from afrocomet.run.students import ALL, language_contexts, run_variants, train_student
 from afrocomet.run.systems import evaluate_systems, write_predictions
@@ -61,9 +61,9 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, re
             torch_threads(config.threads):  # None: torch's default (training results depend on the count)
         if procs.is_main:
             save_config(config, work / "config.yaml")
-        data, tokenizer_coverage = prepare_inputs(config, shapes, work)
+        data, notes = prepare_inputs(config, shapes, work)
         ctx = Context(config, data, device, work, progress)
-        ctx.preparation["tokenizer_coverage"] = tokenizer_coverage
+        ctx.preparation.update(notes)
         # trimming (model.trim_vocab) and the frozen parts come before the teacher is fine-tuned
         teacher_mlm, teacher = prepare_teacher(ctx, lambda mlm, cls: before_finetune(ctx, mlm, cls))
         ctx.preparation["teacher_dev"] = check_teacher(ctx, teacher)
@@ -93,15 +93,17 @@ def check_before_training(config: RunConfig, *, main: bool, overwrite: bool, res
 
 
 def prepare_inputs(config: RunConfig, shapes, work: Path):
-    """Datasets -> the run's tokenizer (checked against the models) -> (encoded splits, the tokenizer's
-    coverage of the training text)."""
+    """Datasets (sampled: data.train_rows, data.dev_rows) -> the run's tokenizer (checked against the
+    models) -> (encoded splits, notes for results.json: the tokenizer's coverage of the training
+    text, and the rows kept where a split was sampled)."""
     from afrocomet.distill.doctor import check_tokenizer_fits
     from afrocomet.workdir import STATE
 
-    datasets = load_datasets(config)
+    datasets, rows = sample_datasets(config, load_datasets(config))
     tokenizer, coverage = prepare_tokenizer(config, datasets, work / STATE)
     check_tokenizer_fits(config, tokenizer, shapes)
-    return prepare_data(config, datasets, tokenizer), coverage
+    notes = {"tokenizer_coverage": coverage, **({"rows": rows} if rows else {})}
+    return prepare_data(config, datasets, tokenizer), notes
 
 
 def before_finetune(ctx: Context, teacher_mlm: nn.Module | None, teacher_cls: nn.Module) -> None:
@@ -166,7 +168,7 @@ def collect_results(ctx: Context, models: Models, languages: dict, seeds: list[i
     prep = ctx.preparation
     if "vocab_trim" in prep:
         results["vocab_trim"] = student_trim(prep["vocab_trim"], student)
-    for key in ("teacher_frozen", "tokenizer_coverage"):
+    for key in ("teacher_frozen", "tokenizer_coverage", "rows"):
         if key in prep:
             results[key] = prep[key]
     results["teacher_dev"] = prep["teacher_dev"]
