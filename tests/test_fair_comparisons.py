@@ -34,13 +34,16 @@ def test_default_task_stages_evaluate_often_enough():
 
 def test_converged_stage_is_a_longer_budget_with_early_stopping():
     stage2 = {s.name: s for s in default_stages()}["stage2"]
-    long = converged(stage2)
+    budget = StepPlan.of(stage2, N_TRAIN).total_steps
+    long = converged(stage2, budget)
     assert long.epochs == CONVERGE_EPOCHS * stage2.epochs and long.max_steps is None
     assert long.patience == max(stage2.patience, CONVERGE_PATIENCE) and long.eval_every == stage2.eval_every
     assert StepPlan.of(long, N_TRAIN).total_steps == CONVERGE_EPOCHS * StepPlan.of(stage2, N_TRAIN).total_steps
-    capped = converged(replace(stage2, max_steps=12, patience=0))
+    capped = converged(replace(stage2, max_steps=12, patience=0), 12)
     assert capped.max_steps == 12 * CONVERGE_EPOCHS and capped.patience == CONVERGE_PATIENCE
-    assert replace(long, epochs=stage2.epochs, patience=stage2.patience) == stage2  # nothing else differs
+    # never stopped before the same-steps student's budget: it cannot end with fewer steps than that row
+    assert long.min_steps == budget and capped.min_steps == 12
+    assert replace(long, epochs=stage2.epochs, patience=stage2.patience, min_steps=0) == stage2  # nothing else differs
 
 
 def test_converged_labels_only_student_is_a_variant():

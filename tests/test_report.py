@@ -235,7 +235,7 @@ def test_report_says_how_each_system_differs(tmp_path):
     results["stages"]["teacher-finetune"] = {"name": "teacher-finetune", "kind": "teacher-finetune", "steps": 1200}
     results["stages"]["lr-search[labels_converged]"] = {
         "kind": "lr-search", "steps": 0, "probe_steps": 297, "chosen": 0.003, "max_epochs": 3.0, "max_steps": None,
-        "patience": 3, "dev_weighted_f1": {"0.000333": 0.5, "0.001": 0.55, "0.003": 0.58}}
+        "patience": 3, "min_steps": 1190, "dev_weighted_f1": {"0.000333": 0.5, "0.001": 0.55, "0.003": 0.58}}
     results["stages"]["stage2[labels_converged]"] = {"name": "stage2", "kind": "distill-task", "steps": 2500,
                                                      "best_score": 0.61, "best_step": 2000, "stopped_early": True}
     results["sampling"] = {"alpha": 0.3, "search": None, "per_language": False}
@@ -244,7 +244,8 @@ def test_report_says_how_each_system_differs(tmp_path):
     assert "## How the systems differ" in report
     assert "student (labels only, converged)" in report and "| 63.00 |" in report  # a column of the main table
     assert "fixed α = 0.5 (`data.sampling_alpha`), while every student's task stage uses α = 0.3" in report
-    assert "for at most 3 epochs, stopped after 3 dev evaluations without improvement" in report
+    assert ("for at most 3 epochs, stopped after 3 dev evaluations without improvement but not before step 1,190 "
+            "(the labels-only row's budget), the best kept") in report
     assert "(step 2,000 of 2,500); lr 0.003 chosen on dev among 0.000333, 0.001, 0.003 (297-step probes)" in report
     assert "C chosen on dev per language among 0.3, 1, 3, 10: hau 3, ibo 10" in report
     assert "attention weight 0 in stage 1 and stage 2" in report

@@ -271,6 +271,14 @@ def test_early_stopping_restores_the_best_state(small, tmp_path):
     assert dev == pytest.approx([0.9, 0.8, 0.7])
 
 
+def test_no_early_stop_before_min_steps(small):
+    tok, data = small
+    cfg = stage("student-finetune", max_steps=8, eval_every=1, patience=2, min_steps=5)
+    result = train_stage(cfg, model("tiny-student", "classification", tok), data, tokenizer=tok,
+                         evaluate=lambda m: -1.0, progress=False)
+    assert result.stopped_early and result.steps == 5 and result.best_step == 1  # patience ran out at step 3
+
+
 def test_patience_zero_never_stops(small):
     tok, data = small
     cfg = stage("student-finetune", max_steps=5, eval_every=1, patience=0)

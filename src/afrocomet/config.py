@@ -137,6 +137,7 @@ class StageConfig:
     # evaluation
     eval_every: int = 0  # optimiser steps between dev evaluations (and one at the last step); 0 = once per epoch
     patience: int = 3  # evaluations without improvement before stopping early; 0 = never
+    min_steps: int = 0  # early stopping never stops the stage before this optimiser step
     log_every: int = 10
     # exact resume (`afrocomet run --resume`): a checkpoint every N optimizer steps (0 = none)
     checkpoint_every: int = 200  # about 0.4 s per demo-teacher checkpoint: ~1.5% of the default run
@@ -195,7 +196,7 @@ def validate_stage(stage: StageConfig, where: str = "config") -> None:
     _check_positive(w, "keep_checkpoints", stage.keep_checkpoints)
     _check_positive(w, "log_every", stage.log_every)
     for name in ("kd_weight", "attention_weight", "hard_weight", "weight_decay", "max_grad_norm", "patience",
-                 "checkpoint_every", "eval_every"):
+                 "min_steps", "checkpoint_every", "eval_every"):
         _check_positive(w, name, getattr(stage, name), allow_zero=True)
     if not 0 < stage.mlm_probability < 1:
         raise AfroCometError(f"{w}: mlm_probability must be in (0, 1), got {stage.mlm_probability}")

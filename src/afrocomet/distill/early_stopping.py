@@ -1,6 +1,6 @@
 """Evaluation during a stage and early stopping: dev score every `eval_every` steps (and at the
 last), the best weights kept on the CPU and restored at the end, a stop after `patience`
-evaluations without improvement.
+evaluations without improvement (never before `min_steps`).
 
 The callback runs under its own RNG state (`torch.random.fork_rng`): whatever it draws cannot
 change training. On several processes the main one evaluates and broadcasts its score, so every
@@ -20,8 +20,9 @@ from afrocomet.distill.checkpoint import LoopState
 
 class EarlyStopping:
     def __init__(self, evaluate: Callable[[nn.Module], float] | None, eval_every: int, total_steps: int,
-                 patience: int, loop: LoopState, procs, device: torch.device):
+                 patience: int, loop: LoopState, procs, device: torch.device, min_steps: int = 0):
         self.evaluate, self.eval_every, self.total_steps, self.patience = evaluate, eval_every, total_steps, patience
+        self.min_steps = min_steps
         self.procs, self.device = procs, device
         self.best_score = -math.inf if loop.best_score is None else loop.best_score
         self.best_state, self.best_step, self.bad_evals = loop.best_state, loop.best_step, loop.bad_evals
@@ -47,7 +48,7 @@ class EarlyStopping:
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in student.state_dict().items()}
         else:
             self.bad_evals += 1
-            if self.patience and self.bad_evals >= self.patience:
+            if self.patience and self.bad_evals >= self.patience and step >= self.min_steps:
                 self.stopped = True
         return self.stopped
 

@@ -174,7 +174,8 @@ def train_stage(cfg: StageConfig, student: nn.Module, train: Encoded, *, tokeniz
     synced = Synchronised(procs, student, loss_fn)  # DDP over the student and the loss module (several processes)
     log = StepLog(out_dir if procs.is_main else None, loop, resumed=resume_from is not None, name=cfg.name,
                   total_steps=plan.total_steps, log_every=cfg.log_every, progress=progress and procs.is_main)
-    stopper = EarlyStopping(evaluate, plan.eval_every, plan.total_steps, cfg.patience, loop, procs, device)
+    stopper = EarlyStopping(evaluate, plan.eval_every, plan.total_steps, cfg.patience, loop, procs, device,
+                            min_steps=cfg.min_steps)
     start -= loop.seconds  # a resumed stage counts the time before its checkpoint
     skipped = [0]
     batches = _batches(train, cfg, tokenizer, loop, seed=seed, alpha=alpha, masker=masker,

@@ -42,7 +42,9 @@ def _converged_line(results: Mapping) -> str | None:
     text = ("the same stage 1 as the labels-only row above (shared, not retrained); stage 2 on the gold labels only, "
             f"for at most {_num(search.get('max_epochs'))} epochs"
             + (f" / {search['max_steps']:,} steps" if _is_number(search.get("max_steps")) else "")
-            + f", stopped after {search.get('patience', '?')} dev evaluations without improvement, the best kept")
+            + f", stopped after {search.get('patience', '?')} dev evaluations without improvement"
+            + (f" but not before step {search['min_steps']:,} (the labels-only row's budget)"
+               if _is_number(search.get("min_steps")) and search["min_steps"] else "") + ", the best kept")
     stage = _task_stage(results, "[labels_converged]")
     if stage is not None and _is_number(stage.get("best_step")):
         text += f" (step {int(stage['best_step']):,} of {int(stage.get('steps') or 0):,})"

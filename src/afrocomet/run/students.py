@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from afrocomet.config import RunConfig, StageConfig
+from afrocomet.distill.optimization import StepPlan
 from afrocomet.models.presets import is_preset
 from afrocomet.run.context import Context
 from afrocomet.run.teacher import convert_head
@@ -47,7 +48,7 @@ VARIANTS = (
     Variant("student_labels_converged", "[labels_converged]", NO_TEACHER, stage1_from="[no_distill]", converge=True),
 )
 CONVERGE_EPOCHS = 3  # the converged labels-only student: up to 3x stage 2's budget, early stopping on dev
-CONVERGE_PATIENCE = 2  # ... after 2 dev evaluations without improvement
+CONVERGE_PATIENCE = 2  # ... after 2 dev evaluations without improvement, never before stage 2's own budget
 LR_GRID = (1 / 3, 1.0, 3.0)  # its lr: these multiples of stage 2's, each a short probe, the best on dev
 ALL = "*"  # key of the one multilingual model in a {language: model} mapping
 
@@ -91,7 +92,7 @@ def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, variant: Var
             if stage.kind == "distill-task" and ctx.alpha is None and _searches_alpha(ctx):
                 choose_alpha(ctx, stage, student, teacher, seed)
             if variant.converge and stage.kind == "distill-task":
-                stage = converged(stage)
+                stage = converged(stage, StepPlan.of(stage, len(ctx.data.train)).total_steps)
                 stage = replace(stage, lr=choose_lr(ctx, stage, student, teacher, tag, seed))
             ctx.train(stage, student, teacher=teacher, tag=tag, seed=seed)
     if "MaskedLM" in type(student).__name__:
@@ -122,12 +123,15 @@ def new_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, model_override
     return student
 
 
-def converged(stage: StageConfig) -> StageConfig:
+def converged(stage: StageConfig, budget: int) -> StageConfig:
     """Stage 2 trained to convergence: CONVERGE_EPOCHS times its budget (epochs and any max_steps),
-    stopped early after CONVERGE_PATIENCE dev evaluations without improvement, the best kept."""
+    stopped early after CONVERGE_PATIENCE dev evaluations without improvement, the best kept, but
+    never before `budget` steps (the stage's own, which the same-steps labels-only student gets): a
+    student still at the majority class early on (a random-init student on a few thousand tweets)
+    is not stopped before it has had the same steps as the row it is meant to improve on."""
     return replace(stage, epochs=stage.epochs * CONVERGE_EPOCHS,
                    max_steps=stage.max_steps * CONVERGE_EPOCHS if stage.max_steps else None,
-                   patience=max(stage.patience, CONVERGE_PATIENCE))
+                   patience=max(stage.patience, CONVERGE_PATIENCE), min_steps=max(stage.min_steps, budget))
 
 
 def choose_lr(ctx: Context, stage: StageConfig, student: nn.Module, teacher: nn.Module | None, tag: str,
@@ -136,8 +140,6 @@ def choose_lr(ctx: Context, stage: StageConfig, student: nn.Module, teacher: nn.
     per candidate (a quarter epoch, at most data.alpha_search_steps, at most a third of the stage),
     from the same student; the best dev score wins (ties: the stage's own lr). Recorded with the
     stage results as `lr-search<tag>`."""
-    from afrocomet.distill.optimization import StepPlan
-
     plan = StepPlan.of(stage, len(ctx.data.train))
     steps = max(1, min(ctx.config.data.alpha_search_steps, plan.steps_per_epoch // 4, plan.total_steps // 3))
     lrs = [float(f"{stage.lr * factor:.3g}") for factor in LR_GRID]
@@ -146,7 +148,8 @@ def choose_lr(ctx: Context, stage: StageConfig, student: nn.Module, teacher: nn.
     chosen = max(scores, key=lambda lr: (scores[lr], -abs(math.log(lr / stage.lr))))
     ctx.results[f"lr-search{tag}"] = {"kind": "lr-search", "steps": 0, "probe_steps": steps, "chosen": chosen,
                                       "dev_weighted_f1": {f"{lr:g}": v for lr, v in scores.items()},
-                                      "max_epochs": stage.epochs, "max_steps": stage.max_steps, "patience": stage.patience}
+                                      "max_epochs": stage.epochs, "max_steps": stage.max_steps, "patience": stage.patience,
+                                      "min_steps": stage.min_steps}
     log.info("stage %s%s: lr %g chosen on dev (%s)", stage.name, tag, chosen,
              ", ".join(f"{lr:g}: {v:.4f}" for lr, v in scores.items()))
     return chosen
