@@ -16,7 +16,8 @@ from afrocomet.cli import cli, main  # noqa: E402
 
 from helpers import tiny_classifier_dir, tiny_onnx_dir  # noqa: E402,F401  (session fixtures)
 
-RATIO_KEYS = {"latency", "latency_p95", "parameters", "disk_bytes", "memory_bytes", "throughput"}
+RATIO_KEYS = {"latency", "latency_p95", "parameters", "non_embedding_parameters", "disk_bytes", "memory_bytes",
+              "throughput"}
 COLUMN_KEYS = {"latency", "throughput", "parameters", "disk_bytes", "memory_bytes", "activation_peak_bytes",
                "model", "backend", "device", "max_length", "tokens"}
 
