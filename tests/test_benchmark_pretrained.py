@@ -1,0 +1,58 @@
+"""benchmarks/pretrained_teacher.py: its table, goal lines and README section from a run's results.json
+(the script itself runs `afrocomet run`, which the pipeline tests cover)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pretrained_teacher.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("pretrained_teacher", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _results() -> dict:
+    systems = {"teacher": 0.60, "student": 0.55, "student_kd_only": 0.50, "student_no_distill": 0.30,
+               "student_labels_converged": 0.35, "tfidf_baseline": 0.64, "majority": 0.2}
+    langs = {"hau": 0.0, "swa": 0.02, "kin": -0.02}
+    languages = {lang: {s: {"weighted_f1": v + d} for s, v in systems.items()} for lang, d in langs.items()}
+    languages["kin"]["teacher"]["weighted_f1"] = 0.70  # the teacher beats TF-IDF on kin only
+    average = {s: {"weighted_f1": sum(languages[lang][s]["weighted_f1"] for lang in langs) / 3} for s in systems}
+    column = {"parameters": 100, "non_embedding_parameters": 50, "latency": {"p50_ms": 10.0}}
+    return {"languages": languages, "average": average, "retention": {"weighted_f1": 0.91},
+            "efficiency": {"teacher": column, "student": {**column, "non_embedding_parameters": 10},
+                           "ratios": {"parameters": 1.0, "non_embedding_parameters": 5.0, "latency": 3.0}}}
+
+
+def test_rows_with_seen_and_unseen_averages(bench):
+    rows, columns = bench.score_rows(_results())
+    assert [r["language"] for r in rows] == ["hau", "swa", "kin", "avg", "seen (hau, swa)", "unseen (ibo, kin, yor)"]
+    assert columns[:3] == ["language", "teacher (e5)", "hybrid"] and "hybrid, teacher init" not in columns
+    seen = rows[4]
+    assert seen["char TF-IDF"] == pytest.approx(100 * (0.64 + 0.66) / 2)
+    assert rows[5]["teacher (e5)"] == pytest.approx(70.0)  # kin alone
+
+
+def test_goal_lines_say_met_or_not(bench):
+    lines = bench.goal_lines(_results())
+    assert lines[0].startswith("- teacher vs char TF-IDF (avg)") and "**not met**" in lines[0]
+    assert "wins on kin" in lines[0]
+    assert lines[1].endswith("0.910 (met)") and "5.00x (met)" in lines[2] and "3.00x (**not met**)" in lines[3]
+    assert "55.00 / 50.00 / 35.00 (met)" in lines[4]  # labels-only: the better of its two rows
+
+
+def test_section_replaced_in_place(bench):
+    text = "# B\n\n## a.py\n\nold a\n\n## pretrained_teacher.py\n\nold\n\n## z.py\n\nz\n"
+    new = bench.replace_section(text, "## pretrained_teacher.py\n\nnew\n\n")
+    assert new == "# B\n\n## a.py\n\nold a\n\n## pretrained_teacher.py\n\nnew\n\n## z.py\n\nz\n"
+    assert bench.replace_section("# B\n", "## pretrained_teacher.py\n\nx\n").endswith("\n\n## pretrained_teacher.py\n\nx\n")
