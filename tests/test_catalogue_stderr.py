@@ -59,9 +59,10 @@ STAGE = "stages:\n  - name: s\n    kind: distill-task\n"
     ("seeds: 1000000000\n" + STAGE, [":1:", "seeds must be at most 100"]),
     ("seed: 1\nseed: 2\n" + STAGE, [":2:", "duplicate key 'seed' (first on line 1)"]),
     (STAGE + "    lr: 0.1\n    lr: 0.2\n", [":5:", "duplicate key 'lr' (first on line 4)"]),
+    ("data:\n  dev_rows: -5\n" + STAGE, ["data.dev_rows must be > 0, got -5"]),
 ], ids=["empty", "only-comment", "null", "no-stages", "seed-too-large", "seed-negative", "device-tpu",
         "temperature-nan", "temperature-huge", "lr-inf", "lr-huge", "alpha-nan", "alpha-huge", "batch-size-huge",
-        "seeds-huge", "duplicate-key", "duplicate-stage-key"])
+        "seeds-huge", "duplicate-key", "duplicate-stage-key", "dev-rows-negative"])
 def test_bad_config_file(tmp_path, text, needles):
     config = tmp_path / "run.yaml"
     config.write_text(text, encoding="utf-8")
@@ -71,7 +72,8 @@ def test_bad_config_file(tmp_path, text, needles):
 @pytest.mark.parametrize("args, needle", [
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--seed", "99999999999999999999999"], "seed must be between 0 and 4294967295"),
-], ids=["device-tpu", "seed-too-large"])
+    (["--train-rows", "0"], "Invalid value for '--train-rows': 0 is not in the range x>=1"),
+], ids=["device-tpu", "seed-too-large", "train-rows-zero"])
 def test_bad_run_flag(tmp_path, args, needle):
     (tmp_path / "t.tsv").write_text("tweet\tlabel\nina son\tpositive\nban ji\tnegative\nyau\tneutral\n", "utf-8")
     fails(tmp_path, ["run", "--quick", "--quiet", "--train", "t.tsv", "--test", "t.tsv", "--out", "new", *args],
