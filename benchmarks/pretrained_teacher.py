@@ -90,19 +90,16 @@ def score_rows(results: dict) -> tuple[list[dict], list[str]]:
 
 
 def efficiency_rows(results: dict) -> list[dict]:
+    """Parameters, non-embedding parameters and batch-1 p50 latency of teacher and student, with the
+    run's ratios (afrocomet.bench.efficiency: one schema for the run and `bench`)."""
+    from afrocomet.bench.efficiency import value
+
     eff = results["efficiency"]
-    rows = []
-    for label, key, fmt in (("parameters", ("parameters",), int), ("non-embedding parameters",
-                            ("non_embedding_parameters",), int), ("p50 ms, batch 1", ("latency", "p50_ms"), float)):
-        cells = {}
-        for side in ("teacher", "student"):
-            value = eff[side]
-            for k in key:
-                value = value.get(k) if isinstance(value, dict) else None
-            cells[side] = None if value is None else fmt(value)
-        ratio = eff["ratios"].get(key[0] if key[0] != "latency" else "latency")
-        rows.append({"measure": label, **cells, "teacher / student": ratio})
-    return rows
+    return [{"measure": label, "teacher": value(eff["teacher"], measure), "student": value(eff["student"], measure),
+             "teacher / student": eff["ratios"].get(measure)}
+            for label, measure in (("parameters", "parameters"),
+                                   ("non-embedding parameters", "non_embedding_parameters"),
+                                   ("p50 ms, batch 1", "latency"))]
 
 
 PIPELINE_CHECK = """
@@ -149,16 +146,17 @@ def check_texts(data_dir: Path, languages: list[str], n: int) -> list[str]:
 def readme_section(summary: dict) -> str:
     r = summary["results"]
     cfg = r["config"]
-    rows_note = "; ".join(f"{lang} " + ", ".join(f"{split} {kept:,} of {total:,}" for split, (kept, total) in s.items())
-                          for lang, s in r.get("rows", {}).items()) or "none (all rows)"
+    from afrocomet.report.sections import rows_text
+
+    rows_note = rows_text(r.get("rows")) or "none (all rows)"
     lines = [
         "## pretrained_teacher.py", "",
         f"`{summary['command_line']}` ({summary['date']}, {summary['machine']['cpu_count']} cores, "
         f"device {r['efficiency'].get('device', '?')}; the run took {r['wall_seconds']:.0f} s).",
         f"Teacher: multilingual-e5-small imported by `afrocomet import-e5`, vocabulary trimmed to the corpus, "
         f"fine-tuned {_stage_text(r, 'teacher-finetune')}. Student: `{cfg['model']['student']}` "
-        f"(init `{cfg['model']['student_init']}`). Rows sampled per language (seeded, stratified): {rows_note}; "
-        "test sets whole. Weighted F1 (%) on test:", "", "```", summary["score_table"], "```", "",
+        f"(init `{cfg['model']['student_init']}`). Rows sampled per language: {rows_note}. "
+        "Weighted F1 (%) on test:", "", "```", summary["score_table"], "```", "",
         f"Teacher at or below the majority on dev: {r['teacher_below_majority']}. The issue's goals, as measured:", "",
         *goal_lines(r), "",
         "Teacher and student, measured side by side by the run (CPU, batch 1):", "", "```", summary["efficiency_table"],

@@ -56,3 +56,18 @@ def test_section_replaced_in_place(bench):
     new = bench.replace_section(text, "## pretrained_teacher.py\n\nnew\n\n")
     assert new == "# B\n\n## a.py\n\nold a\n\n## pretrained_teacher.py\n\nnew\n\n## z.py\n\nz\n"
     assert bench.replace_section("# B\n", "## pretrained_teacher.py\n\nx\n").endswith("\n\n## pretrained_teacher.py\n\nx\n")
+
+
+def test_efficiency_rows_read_the_shared_schema(bench):
+    rows = bench.efficiency_rows(_results())
+    assert [r["measure"] for r in rows] == ["parameters", "non-embedding parameters", "p50 ms, batch 1"]
+    assert rows[1] == {"measure": "non-embedding parameters", "teacher": 50, "student": 10, "teacher / student": 5.0}
+    assert rows[2]["teacher"] == 10.0 and rows[2]["teacher / student"] == 3.0
+
+
+def test_rows_note_is_the_reports_own(bench):
+    from afrocomet.report.sections import rows_text
+
+    assert rows_text({"hau": {"train": [1500, 14172], "dev": [300, 2677]}}).startswith(
+        "hau train 1,500 of 14,172, dev 300 of 2,677 (a seeded sample")
+    assert rows_text(None) == "" and rows_text({}) == ""

@@ -37,7 +37,7 @@ def _run_section(results: Mapping) -> list[str]:
     sizes = {lang: next((m["n"] for m in per.values() if _is_number(m.get("n"))), None)
              for lang, per in _languages(results).items()}
     items.append(("test examples", ", ".join(f"{lang} {n:,}" for lang, n in sizes.items() if n is not None)))
-    items.append(("sampled rows", _rows_text(results.get("rows"))))
+    items.append(("sampled rows", rows_text(results.get("rows"))))
     items.append(("labels", ", ".join(_labels(results))))
     stages = [name for name, s in (results.get("stages") or {}).items() if isinstance(s, Mapping)]
     items.append(("stages", " → ".join(stages)))
@@ -52,7 +52,7 @@ def _run_section(results: Mapping) -> list[str]:
     return ["## What was run", "", *lines, ""] if lines else []
 
 
-def _rows_text(rows: Mapping | None) -> str:
+def rows_text(rows: Mapping | None) -> str:
     """'hau train 1,000 of 14,172, dev 300 of 2,677; ...' where data.train_rows / dev_rows cut a split."""
     if not isinstance(rows, Mapping) or not rows:
         return ""
