@@ -13,8 +13,8 @@ import yaml
 
 from afrocomet.cli import main
 
-SYSTEMS = ("teacher", "student", "student_kd_only", "student_no_distill", "student_labels_converged", "tfidf_baseline",
-           "majority")
+SYSTEMS = ("teacher", "tfidf_baseline", "teacher_combined", "student", "student_paper", "student_kd_only",
+           "student_no_distill", "majority")
 LANGS = ("hau", "ibo", "kin", "swa", "yor")
 
 
@@ -83,16 +83,23 @@ def test_fair_comparisons(quick_run):
         log = (quick_run / stages[name]["log"]).read_text().splitlines()
         dev = [json.loads(line)["step"] for line in log if '"dev_score"' in line]
         assert len(dev) >= 2 and stages[name]["best_step"] in dev, name
-    assert "stage1[labels_converged]" not in stages  # shares stage1[no_distill]
-    search = stages["lr-search[labels_converged]"]
-    assert search["chosen"] in [float(lr) for lr in search["dev_weighted_f1"]] and len(search["dev_weighted_f1"]) == 3
-    long, short = stages["stage2[labels_converged]"], stages["stage2[no_distill]"]
-    assert long["steps"] > short["steps"] or long["stopped_early"]
+    assert "stage1[paper]" not in stages  # shares the hybrid student's stage1
+    for tag in ("", "[paper]", "[kd_only]", "[no_distill]"):  # one rule: every row's lr chosen on dev, 3x budget
+        search = stages[f"lr-search{tag}"]
+        assert search["chosen"] in [float(lr) for lr in search["dev_weighted_f1"]] and len(search["dev_weighted_f1"]) == 3
+        assert search["max_steps"] == 3 * 12 and search["min_steps"] == 12
+        assert stages[f"stage2{tag}"]["steps"] >= 12
+    combined = results["ngram_teacher"]  # the combined teacher's w, chosen on dev, recorded
+    scores = combined["dev_weighted_f1"]
+    assert combined["weight"] == max(float(w) for w in scores if scores[w] == max(scores.values()))
+    assert len(scores) == 11 and combined["folds"] == 5 and set(combined["selection"]) == set(LANGS)
+    assert results["retention_teacher"] == ("teacher_combined" if combined["weight"] < 1 else "teacher")
     for lang in LANGS:
         selection = results["languages"][lang]["tfidf_baseline"]["selection"]
         assert selection["C"] in TFIDF_C_GRID and len(selection["dev_weighted_f1"]) == len(TFIDF_C_GRID)
     report = (quick_run / "report.md").read_text()
-    assert "## How the systems differ" in report and "student (labels only, converged)" in report
+    assert "## How the systems differ" in report and "student (labels only)" in report
+    assert "## The teachers" in report and "## How each student trained" in report
     assert "C chosen on dev per language" in report and "| best dev @ step |" in report
 
 

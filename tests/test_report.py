@@ -93,12 +93,12 @@ def test_full_report(tmp_path, caplog):
     report = path.read_text(encoding="utf-8")
 
     # Main table: languages x systems, percentages with std, avg row; best per row in bold.
-    assert "| language | teacher | student (hybrid KD) | student (KD only) |" in report
+    assert "| language | teacher (transformer) | student (hybrid KD) | student (KD only) |" in report
     assert "| Hausa (hau) | **70.00** | 66.00 ± 1.10 | 65.00 ± 1.10 | 60.00 ± 1.10 | 62.00 | 25.00 |" in report
     assert "| **avg** | **73.00** | 69.50 |" in report
     # Averages table and retention.
     assert "| system | accuracy | weighted F1 | macro F1 |" in report
-    assert "| teacher | 74.00 | 73.00 | 71.00 |" in report
+    assert "| teacher (transformer) | 74.00 | 73.00 | 71.00 |" in report
     assert "weighted F1 95.0%, accuracy 96.0%, macro F1 94.0%" in report
     assert "hau 94.3%, ibo 96.1%" in report  # per-language retention: 66/70, 73/76
     # Ablation: hybrid 69.50 beats KD only 67.50 by 2.00 points, on both languages.
@@ -224,34 +224,46 @@ def test_efficiency_with_missing_values_and_log_paths(tmp_path):
 
 
 def test_report_says_how_each_system_differs(tmp_path):
-    """Issue 13 items 5-7: the converged labels-only row, the teacher's α, the chosen C and lr."""
+    """Issues 13 and 18: the teacher's α, the chosen C, the one training rule with each row's steps and lr,
+    the three teachers with w chosen on dev, and the paper's student beside the hybrid one."""
     results = full_results(tmp_path)
-    results["systems"] = SYSTEMS[:4] + ["student_labels_converged"] + SYSTEMS[4:]
+    results["systems"] = ["teacher", "tfidf_baseline", "teacher_combined", "student", "student_paper"] + SYSTEMS[2:4] \
+        + ["majority"]
     for i, lang in enumerate(("hau", "ibo")):
-        results["languages"][lang]["student_labels_converged"] = _metrics((0.63, 0.69)[i], 100, None, i)
         results["languages"][lang]["tfidf_baseline"]["selection"] = {
             "C": (3.0, 10.0)[i], "dev_weighted_f1": {"0.3": 0.6, "1": 0.62, "3": 0.64, "10": 0.63}}
-    results["average"]["student_labels_converged"] = {"accuracy": 0.67, "weighted_f1": 0.66, "macro_f1": 0.64}
+        results["languages"][lang]["teacher_combined"] = _metrics((0.71, 0.73)[i], 100, None, i)
+        results["languages"][lang]["student_paper"] = _metrics((0.60, 0.62)[i], 100, None, i)
+    results["average"]["teacher_combined"] = {"accuracy": 0.73, "weighted_f1": 0.72, "macro_f1": 0.70}
+    results["average"]["student_paper"] = {"accuracy": 0.62, "weighted_f1": 0.61, "macro_f1": 0.60}
+    results["ngram_teacher"] = {"weight": 0.3, "temperature": 2.0, "folds": 5, "dev_weighted_f1": {"0": 0.69, "0.3": 0.71,
+                                                                                                     "1": 0.6},
+                                "out_of_fold_train_weighted_f1": {"hau": 0.76, "ibo": 0.78}}
+    results["retention_teacher"] = "teacher_combined"
     results["stages"]["teacher-finetune"] = {"name": "teacher-finetune", "kind": "teacher-finetune", "steps": 1200}
-    results["stages"]["lr-search[labels_converged]"] = {
-        "kind": "lr-search", "steps": 0, "probe_steps": 297, "chosen": 0.003, "max_epochs": 3.0, "max_steps": None,
-        "patience": 3, "min_steps": 1190, "dev_weighted_f1": {"0.000333": 0.5, "0.001": 0.55, "0.003": 0.58}}
-    results["stages"]["stage2[labels_converged]"] = {"name": "stage2", "kind": "distill-task", "steps": 2500,
-                                                     "best_score": 0.61, "best_step": 2000, "stopped_early": True}
+    for tag, steps, best, lr, dev in (("", 2500, 2000, 0.003, 0.66), ("[paper]", 1800, 1500, 0.001, 0.63)):
+        results["stages"][f"lr-search{tag}"] = {
+            "kind": "lr-search", "steps": 0, "probe_steps": 297, "chosen": lr, "max_epochs": 3.0, "max_steps": None,
+            "patience": 2, "min_steps": 1190, "dev_weighted_f1": {"0.000333": 0.5, "0.001": 0.55, "0.003": 0.58}}
+        results["stages"][f"stage2{tag}"] = {"name": "stage2", "kind": "distill-task", "steps": steps,
+                                             "best_score": dev, "best_step": best, "stopped_early": True}
     results["sampling"] = {"alpha": 0.3, "search": None, "per_language": False}
     results["config"]["data"]["sampling_alpha"] = 0.5
     report = write_report(results, tmp_path).read_text(encoding="utf-8")
     assert "## How the systems differ" in report
-    assert "student (labels only, converged)" in report and "| 63.00 |" in report  # a column of the main table
     assert "fixed α = 0.5 (`data.sampling_alpha`), while every student's task stage uses α = 0.3" in report
-    assert ("for at most 3 epochs, stopped after 3 dev evaluations without improvement but not before step 1,190 "
-            "(the labels-only row's budget), the best kept") in report
-    assert "(step 2,000 of 2,500); lr 0.003 chosen on dev among 0.000333, 0.001, 0.003 (297-step probes)" in report
+    assert ("at most 3 epochs, dev evaluation with early stopping after 2 evaluations without improvement, never "
+            "before step 1,190 (stage 2's own budget), the best step kept; its lr chosen on dev among 0.000333, 0.001, "
+            "0.003 (297-step probes)") in report
+    assert "| student (hybrid KD) | 2,500 (early stop) | 2,000 | 0.003 | 66.00 |" in report
+    assert "| student (paper: transformer teacher) | 1,800 (early stop) | 1,500 | 0.001 | 63.00 |" in report
     assert "C chosen on dev per language among 0.3, 1, 3, 10: hau 3, ibo 10" in report
     assert "attention weight 0 in stage 1 and stage 2" in report
     assert "| loss terms (both stages) |" in report
-    assert "Against the labels-only student trained to convergence on dev (66.00), the hybrid student is +3.50" in report
-    assert "| lr-search[labels_converged] | lr-search |" in report
+    assert "## The teachers" in report and "**w = 0.3** for the transformer, chosen on dev among 0, 0.3, 1" in report
+    assert "| combined teacher (transformer + n-gram) | 72.00 |" in report
+    assert "On dev the student of the combined teacher scored +3.00 points against the paper's" in report
+    assert "student / its teacher, the combined teacher (transformer + n-gram)" in report
 
 
 def test_teacher_preparation_and_a_teacher_below_the_majority(tmp_path):

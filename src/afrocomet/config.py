@@ -93,6 +93,13 @@ class ModelConfig:
         "flag": "--freeze-teacher-embeddings/--no-freeze-teacher-embeddings"})
     freeze_teacher_layers: int = field(default=0, metadata={
         "help": "Freeze the teacher's lowest N layers while it is fine-tuned.", "min": 0})
+    # the combined teacher: the transformer's softened class probabilities mixed with a char 2-5-gram
+    # TF-IDF + LR model's (out-of-fold on the training tweets), the weight chosen on dev; off: the
+    # transformer alone is the teacher of stage 2 (the paper's method)
+    ngram_teacher: bool = field(default=True, metadata={
+        "help": "Stage 2's teacher: the transformer combined with a char n-gram model (weight chosen on dev); "
+                "--no-ngram-teacher: the transformer alone (the paper's method).",
+        "flag": "--ngram-teacher/--no-ngram-teacher"})
     student_init: str = field(default="random", metadata={  # "teacher": PCA projection (models/init.py)
         "help": "Student weights: random, or a PCA projection of the teacher's.", "choices": ("random", "teacher")})
 
@@ -114,6 +121,10 @@ class StageConfig:
     attention_weight: float = field(default=1.0, metadata={"help": "Weight of attention matching."})
     hard_weight: float = field(default=1.0, metadata={"help": "Weight of the hard-label loss."})
     temperature: float = field(default=2.0, metadata={"help": "Soft-target temperature T."})
+    # the combined teacher (model.ngram_teacher): weight w of the transformer in the KD target
+    # p = w·softmax(z/T) + (1-w)·p_ngram (the char n-gram model's out-of-fold probabilities of each
+    # training tweet); None: the transformer alone (the paper's target). The run sets it from dev.
+    teacher_mix: float | None = None
     final_temperature: float | None = None  # if set, T moves linearly to it over the stage
     adaptive: str = field(default="none", metadata={
         "help": "Balance the loss terms as training goes.", "choices": ADAPTIVE_MODES})
@@ -198,6 +209,8 @@ def validate_stage(stage: StageConfig, where: str = "config") -> None:
     for name in ("kd_weight", "attention_weight", "hard_weight", "weight_decay", "max_grad_norm", "patience",
                  "min_steps", "checkpoint_every", "eval_every"):
         _check_positive(w, name, getattr(stage, name), allow_zero=True)
+    if stage.teacher_mix is not None and not 0 <= stage.teacher_mix <= 1:
+        raise AfroCometError(f"{w}: teacher_mix must be in [0, 1], got {stage.teacher_mix}")
     if not 0 < stage.mlm_probability < 1:
         raise AfroCometError(f"{w}: mlm_probability must be in (0, 1), got {stage.mlm_probability}")
     if not 0 <= stage.warmup_ratio < 1:

@@ -8,20 +8,19 @@ Metrics follow the AfriSenti-SemEval 2023 scorer: the official score is scikit-l
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import Counter
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from afrocomet.data.schema import LABELS
 from afrocomet.errors import AfroCometError
 from afrocomet.inference import predict_logits
+from afrocomet.models import ngram
+from afrocomet.models.ngram import C_GRID
 
 AVERAGED_KEYS: tuple[str, ...] = ("accuracy", "weighted_f1", "macro_f1")
 
@@ -121,27 +120,7 @@ def predict_labels(model, tokenizer, texts: Sequence[str], *, batch_size: int = 
 # ---------------------------------------------------------------------------------------------
 
 
-TFIDF_C_GRID: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0)  # the inverse regularisation strengths tried on dev
-
-
-def _tfidf_fit(train_texts: Sequence[str], train_labels: Sequence[int | str], grid: Sequence[float], seed: int):
-    """One vectorizer, then one classifier per C of `grid` (ascending, each warm-started from the last)."""
-    if len(train_texts) != len(train_labels):
-        raise AfroCometError(f"{len(train_texts)} training texts but {len(train_labels)} labels")
-    if len(set(train_labels)) < 2:
-        raise AfroCometError("the TF-IDF baseline needs at least two classes in the training labels")
-    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, dtype=np.float32)
-    x_train = vectorizer.fit_transform(train_texts)  # sparse [N_train, n_features]
-    classifier = LogisticRegression(solver="saga", tol=1e-3, max_iter=1000, random_state=seed, warm_start=True)
-    for C in sorted(grid):
-        classifier.set_params(C=C).fit(x_train, list(train_labels))
-        yield C, lambda texts, c=copy.deepcopy(classifier): _predict(c, vectorizer, texts)
-
-
-def _predict(classifier, vectorizer, texts: Sequence[str]) -> list:
-    if len(texts) == 0:
-        return []
-    return [v.item() if isinstance(v, np.generic) else v for v in classifier.predict(vectorizer.transform(texts))]
+TFIDF_C_GRID: tuple[float, ...] = C_GRID  # the inverse regularisation strengths tried on dev
 
 
 def tfidf_baseline(
@@ -152,17 +131,9 @@ def tfidf_baseline(
     seed: int = 0,
     C: float = 3.0,
 ) -> list:
-    """Character n-gram TF-IDF + logistic regression at a fixed `C`; returns test predictions (same
-    type as labels). `afrocomet run` chooses C on dev instead (`tfidf_select`).
-
-    Character n-grams within word boundaries (2..5) cope with the rich morphology and the
-    spelling variation of tweets without any tokenizer. SAGA fits the ~38k tweets of all five
-    training sets in a few seconds, where lbfgs takes ten times longer for the same score; its
-    tolerance 1e-3 (instead of 1e-4): 8 s instead of 22 s for the five languages on 2 cores,
-    mean dev weighted F1 69.61 vs 69.63.
-    """
-    (_, predict), = _tfidf_fit(train_texts, train_labels, [C], seed)
-    return predict(test_texts)
+    """Character n-gram TF-IDF + logistic regression (afrocomet.models.ngram) at a fixed `C`; returns
+    test predictions (same type as labels). `afrocomet run` chooses C on dev instead (`tfidf_select`)."""
+    return ngram.fit(train_texts, train_labels, C, seed).predict(test_texts)
 
 
 def tfidf_select(
@@ -181,15 +152,8 @@ def tfidf_select(
     are warm-started in ascending C: the default grid took 29 s for the five languages against 12 s
     for one fixed C (2 cores under load, load average 5); it chose C = 3 on four languages, 10 on yor.
     """
-    if not grid:
-        raise AfroCometError("the TF-IDF baseline needs at least one C to choose from")
-    scores: dict[float, float] = {}
-    best = None
-    for C, predict in _tfidf_fit(train_texts, train_labels, grid, seed):
-        scores[C] = float(f1_score(list(dev_labels), predict(dev_texts), average="weighted", zero_division=0.0))
-        if best is None or scores[C] > scores[best[0]]:
-            best = (C, predict)
-    return best[1](test_texts), best[0], scores
+    model, C, scores = ngram.select(train_texts, train_labels, dev_texts, dev_labels, seed=seed, grid=grid)
+    return model.predict(test_texts), C, scores
 
 
 def majority_baseline(train_labels: Sequence[int | str], n_test: int) -> list:

@@ -23,6 +23,9 @@ class Encoded:
     labels: list[int] | None = None
     groups: list[str] = field(default_factory=list)  # language of each text (for balanced sampling)
     truncated: int = 0  # texts cut at max_length
+    # soft labels [n, C] float32 of a second teacher (the char n-gram model's out-of-fold class
+    # probabilities, run/ngram_teacher.py); collated as `teacher_probs`
+    soft: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -33,16 +36,19 @@ class Encoded:
             labels=None if self.labels is None else [self.labels[i] for i in index],
             groups=[self.groups[i] for i in index] if self.groups else [],
             truncated=self.truncated,
+            soft=None if self.soft is None else self.soft[np.asarray(index, dtype=np.int64)],
         )
 
     @staticmethod
     def concat(parts: Sequence["Encoded"]) -> "Encoded":
         has_labels = all(p.labels is not None for p in parts)
+        has_soft = bool(parts) and all(p.soft is not None for p in parts)
         return Encoded(
             ids=[i for p in parts for i in p.ids],
             labels=[y for p in parts for y in p.labels] if has_labels else None,  # type: ignore[union-attr]
             groups=[g for p in parts for g in p.groups],
             truncated=sum(p.truncated for p in parts),
+            soft=np.concatenate([p.soft for p in parts]) if has_soft else None,
         )
 
 
@@ -123,6 +129,8 @@ def collate(data: Encoded, index: Sequence[int], pad_id: int) -> dict[str, torch
     batch = pad_ids([data.ids[i] for i in index], pad_id)
     if data.labels is not None:
         batch["labels"] = torch.tensor([data.labels[i] for i in index], dtype=torch.long)
+    if data.soft is not None:
+        batch["teacher_probs"] = torch.from_numpy(data.soft[np.asarray(index, dtype=np.int64)]).float()  # [b, C]
     return batch
 
 

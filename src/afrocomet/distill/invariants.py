@@ -60,11 +60,12 @@ def prepare_batch(batch: dict[str, torch.Tensor], tokenizer, cfg: StageConfig, d
 
 
 def pad_batch(batch: dict[str, torch.Tensor], pad_id: int, extra: int = 5) -> dict[str, torch.Tensor]:
-    """The same batch with `extra` padding columns appended to every row."""
+    """The same batch with `extra` padding columns appended to every row of its [b, s] tensors (per-text
+    ones such as `teacher_probs` [b, C] stay as they are)."""
     fill = {"input_ids": pad_id, "attention_mask": 0, "mlm_labels": -100}
     out = {}
     for key, value in batch.items():
-        if value.dim() == 2:
+        if key in fill and value.dim() == 2:
             value = torch.cat([value, value.new_full((value.shape[0], extra), fill[key])], dim=1)
         out[key] = value
     return out
@@ -86,7 +87,8 @@ def check_teacher_frozen(teacher: nn.Module) -> Check:
 
 
 def check_kd_temperature(loss_fn: HybridLoss, student, teacher, batch, temperature: float) -> Check:
-    """The trainer's KD term equals T² · mean over rows of KL(softmax(t/T) || softmax(s/T)) by hand."""
+    """The trainer's KD term equals T² · mean over rows of KL(p_t || softmax(s/T)) by hand, p_t = softmax(t/T)
+    or (stage teacher_mix w) the combined teacher's w · softmax(t/T) + (1 - w) · teacher_probs."""
     s = model_outputs(student, batch, loss_fn.task)["logits"].double()  # [rows, C]
     with torch.inference_mode():
         t = model_outputs(teacher, batch, loss_fn.task)["logits"].double().clone()
@@ -94,7 +96,10 @@ def check_kd_temperature(loss_fn: HybridLoss, student, teacher, batch, temperatu
     for T in sorted({float(temperature), 4.0}):
         got = float(loss_fn(student, teacher, batch, T)["kd"])
         p_t = torch.softmax(t / T, dim=-1)
-        kl = (p_t * (torch.log_softmax(t / T, dim=-1) - torch.log_softmax(s / T, dim=-1))).sum(-1).mean()
+        w = loss_fn.cfg.teacher_mix
+        if w is not None and loss_fn.task == "classification":  # the combined teacher's mixture
+            p_t = w * p_t + (1 - w) * batch["teacher_probs"].double()
+        kl = (p_t * (p_t.clamp_min(1e-8).log() - torch.log_softmax(s / T, dim=-1))).sum(-1).mean()
         want = T * T * float(kl)
         good = abs(got - want) <= 1e-3 * abs(want) + 1e-6  # fp32 KL of near-equal outputs: ~1e-7 noise
         ok &= good

@@ -57,6 +57,27 @@ def kd_loss(
     return kl / max(student.shape[0], 1) * temperature**2
 
 
+def combined_teacher_logits(
+    teacher_logits: torch.Tensor,
+    other_probs: torch.Tensor,
+    weight: float,
+    temperature: float,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """The combined teacher as logits for `kd_loss` at the same temperature:
+    T · log(w · softmax(t/T) + (1 - w) · q), so that softmax(result / T) is exactly the mixture
+    p = w · softmax(t/T) + (1 - w) · q (q: another model's class probabilities, e.g. the char n-gram
+    model's). w = 1 gives back the transformer's softened distribution (the paper's target).
+
+    teacher_logits, other_probs: [n, C]; weight w in [0, 1]; probabilities floored at `eps` before the log.
+    """
+    _check_same_shape("combined_teacher_logits", teacher_logits, other_probs)
+    if not 0.0 <= weight <= 1.0:
+        raise AfroCometError(f"combined_teacher_logits: weight must be in [0, 1], got {weight}")
+    mixture = weight * F.softmax(teacher_logits.float() / temperature, dim=-1) + (1.0 - weight) * other_probs.float()
+    return temperature * mixture.clamp_min(eps).log()
+
+
 def hard_label_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,

@@ -91,10 +91,21 @@ class HybridLoss(nn.Module):
             if "hard" in self.weights:
                 losses["hard"] = L.hard_label_loss(s_out["logits"], s_out["labels"])
             if "kd" in self.weights:
-                losses["kd"] = L.kd_loss(s_out["logits"], t_out["logits"], temperature)
+                losses["kd"] = L.kd_loss(s_out["logits"], self.kd_target(t_out["logits"], batch, temperature),
+                                         temperature)
             if "attention" in self.weights:
                 losses["attention"] = self.matcher.loss(batch["attention_mask"], teacher=t_out.get("attention"))
         return losses
+
+    def kd_target(self, teacher_logits: torch.Tensor, batch: dict[str, torch.Tensor], temperature: float):
+        """The logits KD reads: the transformer's, or (stage `teacher_mix` w set) the combined
+        teacher's, mixed with the batch's `teacher_probs` (L.combined_teacher_logits)."""
+        w = self.cfg.teacher_mix
+        if w is None or self.task != "classification":
+            return teacher_logits
+        if "teacher_probs" not in batch:
+            raise RuntimeError(f"stage '{self.cfg.name}' has teacher_mix {w} but its batches carry no teacher_probs")
+        return L.combined_teacher_logits(teacher_logits, batch["teacher_probs"], w, temperature)
 
     def teacher_outputs(self, teacher: nn.Module | None, batch: dict[str, torch.Tensor]) -> dict:
         """The teacher's `logits` (and, from the cache, its pooled maps under `attention`): read from

@@ -46,11 +46,12 @@ def _card_results(results: Mapping, system: str) -> list[str]:
     """Per-language weighted F1 of this model, the teacher, retention and the TF-IDF baseline."""
     langs = _languages(results)
     rows = {}
-    scores = {_lang_name(lang): {s: _get(m, s, "weighted_f1") for s in (system, "teacher", "tfidf_baseline")}
-              for lang, m in langs.items()}
-    scores["**avg**"] = {s: _average(results, s).get("weighted_f1") for s in (system, "teacher", "tfidf_baseline")}
+    own_teacher = (results.get("retention_teacher") or "teacher") if system == "student" else "teacher"
+    compared = (system, own_teacher, "tfidf_baseline")
+    scores = {_lang_name(lang): {s: _get(m, s, "weighted_f1") for s in compared} for lang, m in langs.items()}
+    scores["**avg**"] = {s: _average(results, s).get("weighted_f1") for s in compared}
     for row, v in scores.items():
-        own, teacher = v[system], v["teacher"]
+        own, teacher = v[system], v[own_teacher]
         rows[row] = {"this model": _pct(own), "teacher": _pct(teacher),
                      "retention": f"{100 * own / teacher:.1f}%" if _is_number(own) and _is_number(teacher) and teacher
                      else "-",

@@ -6,16 +6,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from afrocomet.evaluate import is_number as _is_number
-from afrocomet.report.fmt import _num
 from afrocomet.report.read import _get, _languages, _system_name, _systems
-
-
-def _task_stage(results: Mapping, tag: str) -> Mapping | None:
-    """The task-distillation stage result of one variant (first language and seed): stage2<tag>."""
-    stages = results.get("stages") or {}
-    return next((s for name, s in stages.items() if isinstance(s, Mapping) and s.get("kind") == "distill-task"
-                 and name.endswith(tag) and not name.startswith(("alpha-search", "lr-search"))
-                 and (tag or "[" not in name)), None)
 
 
 def _teacher_line(results: Mapping) -> str | None:
@@ -34,23 +25,12 @@ def _teacher_line(results: Mapping) -> str | None:
     return text
 
 
-def _converged_line(results: Mapping) -> str | None:
-    search = next((s for name, s in (results.get("stages") or {}).items()
-                   if name.startswith("lr-search[labels_converged]") and isinstance(s, Mapping)), None)
-    if search is None:
+def _combined_line(results: Mapping) -> str | None:
+    combined = results.get("ngram_teacher")
+    if not isinstance(combined, Mapping) or not _is_number(combined.get("weight")):
         return None
-    text = ("the same stage 1 as the labels-only row above (shared, not retrained); stage 2 on the gold labels only, "
-            f"for at most {_num(search.get('max_epochs'))} epochs"
-            + (f" / {search['max_steps']:,} steps" if _is_number(search.get("max_steps")) else "")
-            + f", stopped after {search.get('patience', '?')} dev evaluations without improvement"
-            + (f" but not before step {search['min_steps']:,} (the labels-only row's budget)"
-               if _is_number(search.get("min_steps")) and search["min_steps"] else "") + ", the best kept")
-    stage = _task_stage(results, "[labels_converged]")
-    if stage is not None and _is_number(stage.get("best_step")):
-        text += f" (step {int(stage['best_step']):,} of {int(stage.get('steps') or 0):,})"
-    grid = ", ".join(search.get("dev_weighted_f1") or {})
-    text += f"; lr {search.get('chosen', '?'):g} chosen on dev among {grid} ({search.get('probe_steps', '?')}-step probes)"
-    return text
+    return (f"class probabilities w · softmax(z/T) + (1 − w) · p_ngram of the two rows above, w = {combined['weight']:g} "
+            "chosen on dev; what stage 2's logit KD of the hybrid student reads")
 
 
 def _tfidf_line(results: Mapping) -> str | None:
@@ -73,14 +53,17 @@ def _method_section(results: Mapping) -> list[str]:
         "student": "stage 1 distils the teacher's masked-LM logits and attention maps, with the masked-LM labels; "
                    "stage 2 its class logits and attention maps, with the gold labels",
         "student_kd_only": "attention weight 0 in stage 1 and stage 2 (logit KD and labels only); all else the same",
+        "student_paper": "the same stage 1 (shared, not retrained); stage 2's logit KD reads the transformer teacher "
+                         "alone (the paper's method) instead of the combined teacher",
         "student_no_distill": "no teacher in either stage: stage 1 learns from the masked-LM labels only, stage 2 from "
-                              "the gold labels only; the same steps, lr and α",
-        "student_labels_converged": _converged_line(results),
+                              "the gold labels only; the same training rule and α",
+        "teacher_combined": _combined_line(results),
         "tfidf_baseline": _tfidf_line(results),
         "majority": "the most frequent training label, everywhere",
     }
     items = [f"- **{_system_name(s)}**: {lines[s]}." for s in systems if lines.get(s)]
     shared = ("Every task stage evaluates on dev during training and keeps the weights of its best evaluation "
-              "(the step is in the stage table, `best_step` in results.json).")
+              "(the step is in the stage table, `best_step` in results.json); every student row trains stage 2 by "
+              "the same rule (below).")
     return ["## How the systems differ", "", "Each row differs from the hybrid student only as said here.", "",
             *items, "", shared, ""]

@@ -16,19 +16,24 @@ from afrocomet.data.schema import LABELS, LANGUAGE_NAMES
 from afrocomet.evaluate import is_number as _is_number
 
 SYSTEM_NAMES: dict[str, str] = {
-    "teacher": "teacher",
+    "teacher": "teacher (transformer)",
+    "tfidf_baseline": "char n-gram (TF-IDF + LR)",
+    "teacher_combined": "combined teacher (transformer + n-gram)",
     "student": "student (hybrid KD)",
+    "student_paper": "student (paper: transformer teacher)",
     "student_kd_only": "student (KD only)",
-    "student_no_distill": "student (labels only, same steps)",
-    "student_labels_converged": "student (labels only, converged)",
+    "student_no_distill": "student (labels only)",
+    "student_labels_converged": "student (labels only, converged)",  # results of earlier versions
     "student_adaptive": "student (adaptive weights)",
     "student_random_init": "student (random init)",
     "student_teacher_init": "student (init from teacher)",
-    "tfidf_baseline": "TF-IDF + LR",
     "majority": "majority class",
 }
+# XLM-R's pretraining languages among AfriSenti's five (the pretrained teachers descend from XLM-R)
+SEEN: tuple[str, ...] = ("hau", "swa")
+UNSEEN: tuple[str, ...] = ("ibo", "kin", "yor")
 METRICS: dict[str, str] = {"accuracy": "accuracy", "weighted_f1": "weighted F1", "macro_f1": "macro F1"}
-# The ablation: the same student and budget, trained with fewer of the hybrid loss terms in both stages.
+# The ablation: the same student and training rule, trained with fewer of the hybrid loss terms in both stages.
 ABLATION: dict[str, str] = {
     "student": "hybrid KD (logits + attention + labels)",
     "student_kd_only": "KD only (logits + labels, no attention)",

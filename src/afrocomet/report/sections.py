@@ -12,9 +12,12 @@ from afrocomet.report.efficiency import _efficiency_section
 from afrocomet.report.fmt import _fmt_seconds, _num, _pct
 from afrocomet.report.method import _method_section
 from afrocomet.report.preparation import preparation_section, teacher_warning_lines
+from afrocomet.report.teachers import group_mean, teachers_section, training_section
 from afrocomet.report.read import (
     ABLATION,
     LOSS_TERMS,
+    SEEN,
+    UNSEEN,
     METRICS,
     _average,
     _avg_f1,
@@ -70,6 +73,9 @@ def _main_table(results: Mapping) -> list[str]:
             for lang, m in langs.items()}
     if len(langs) != 1:  # the mean of one language is that language
         rows["**avg**"] = {s: _avg_f1(results, s) for s in systems}
+    if set(SEEN + UNSEEN) <= set(langs):
+        for name, group in (("seen (hau, swa)", SEEN), ("unseen (ibo, kin, yor)", UNSEEN)):
+            rows[name] = {s: (group_mean(results, s, group), None) for s in systems}
     cells = {}
     for row, values in rows.items():
         best = max((float(v) for v, _ in values.values() if _is_number(v)), default=None) if len(systems) > 1 else None
@@ -77,7 +83,9 @@ def _main_table(results: Mapping) -> list[str]:
                       for s, (v, sd) in values.items()}
     notes = [("the official AfriSenti score", _is_afrisenti(results)),
              ("mean ± std over seeds", any(sd is not None for r in rows.values() for _, sd in r.values())),
-             ("avg = unweighted mean over languages", "**avg**" in rows), ("best per row in bold", len(systems) > 1)]
+             ("avg = unweighted mean over languages", "**avg**" in rows),
+             ("seen / unseen: languages in XLM-R's pretraining or not", "seen (hau, swa)" in rows),
+             ("best per row in bold", len(systems) > 1)]
     caption = "Weighted F1 (%) on the test sets" + "".join(f"; {text}" for text, shown in notes if shown) + "."
     return ["## Results", "", caption, "", format_table(cells, [_system_name(s) for s in systems], first_column="language")]
 
@@ -99,10 +107,12 @@ def _retention_lines(results: Mapping) -> list[str]:
         return []
     ordered = sorted(ret.items(), key=lambda kv: kv[0] != "weighted_f1")  # the official score first
     parts = ", ".join(f"{METRICS.get(k, k)} {100 * v:.1f}%" for k, v in ordered)
-    lines = [*teacher_warning_lines(results), f"**Retention** (student / teacher, ratio of the averages): {parts}."]
-    per = {lang: _get(m, "student", "weighted_f1") / _get(m, "teacher", "weighted_f1")
+    own = results.get("retention_teacher") or "teacher"
+    lines = [*teacher_warning_lines(results),
+             f"**Retention** (student / its teacher, the {_system_name(own)}, ratio of the averages): {parts}."]
+    per = {lang: _get(m, "student", "weighted_f1") / _get(m, own, "weighted_f1")
            for lang, m in _languages(results).items()
-           if _is_number(_get(m, "student", "weighted_f1")) and _get(m, "teacher", "weighted_f1")}
+           if _is_number(_get(m, "student", "weighted_f1")) and _get(m, own, "weighted_f1")}
     if len(per) > 1:
         lines.append("Per language (weighted F1): " + ", ".join(f"{lang} {100 * r:.1f}%" for lang, r in per.items()) + ".")
     return [*lines, ""]
@@ -131,12 +141,8 @@ def _ablation_section(results: Mapping) -> list[str]:
     if _is_number(std):
         verdict = "larger" if gap > 100 * std else "not larger"
         text.append(f"The gap to the runner-up is {verdict} than the seed std of the winner ({100 * std:.2f}).")
-    converged = _average(results, "student_labels_converged").get("weighted_f1")
-    if _is_number(converged) and "student" in avg:
-        text.append(f"Against the labels-only student trained to convergence on dev ({_pct(converged)}), the hybrid "
-                    f"student is {100 * (avg['student'] - converged):+.2f} points.")
-    return ["## Ablation", "", "Same student, data and step budget; only the loss terms differ, in stage 1 and stage 2 "
-            "alike.", "", format_table(rows, list(next(iter(rows.values()))), first_column="loss terms (both stages)"),
+    return ["## Ablation", "", "Same student, data and training rule; only the loss terms differ, in stage 1 and "
+            "stage 2 alike.", "", format_table(rows, list(next(iter(rows.values()))), first_column="loss terms (both stages)"),
             " ".join(text), ""]
 
 
@@ -261,7 +267,8 @@ def render_report(results: Mapping, plots: Sequence[tuple[str, Path]] = (), out_
          f"arXiv:2502.18020) evaluated on {'AfriSenti' if _is_afrisenti(results) else 'user-supplied'} sentiment "
          f"data ({' / '.join(_labels(results))}).", ""],
         _run_section(results), _teacher_lines(results), _main_table(results), _averages_table(results),
-        _retention_lines(results), _method_section(results), _ablation_section(results), _adaptive_section(results),
+        _retention_lines(results), teachers_section(results), _method_section(results), training_section(results),
+        _ablation_section(results), _adaptive_section(results),
         _sampling_section(results), _efficiency_section(results), preparation_section(results), _stage_table(results),
         _truncation_lines(results), _plots_section(plots, out_dir), _citation_section(results),
     ]

@@ -35,6 +35,7 @@ class Context:
     teacher_notes: dict | None = None  # what the run changed for its teacher (e.g. no MLM head), for results.json
     # teacher preparation as results.json records it: vocab_trim, teacher_frozen, estimate, tokenizer coverage
     preparation: dict = field(default_factory=dict)
+    ngram: object | None = None  # the combined teacher's n-gram half (run.ngram_teacher.NgramTeacher), if any
 
     @property
     def id2label(self) -> dict[int, str]:

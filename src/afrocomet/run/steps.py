@@ -24,6 +24,7 @@ from afrocomet.run.context import Context
 from afrocomet.run.efficiency import measure_efficiency
 from afrocomet.run.estimate import estimate_run
 from afrocomet.run.inputs import load_datasets, prepare_data, prepare_tokenizer, sample_datasets
+from afrocomet.run.ngram_teacher import fit_ngram_teacher, with_soft_labels
 from afrocomet.run.outputs import check_output_dir, check_resume
 from afrocomet.run.students import ALL, language_contexts, run_variants, train_student
 from afrocomet.run.systems import evaluate_systems, write_predictions
@@ -67,6 +68,9 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, re
         # trimming (model.trim_vocab) and the frozen parts come before the teacher is fine-tuned
         teacher_mlm, teacher = prepare_teacher(ctx, lambda mlm, cls: before_finetune(ctx, mlm, cls))
         ctx.preparation["teacher_dev"] = check_teacher(ctx, teacher)
+        if combines_teachers(config):
+            ctx.ngram = fit_ngram_teacher(ctx, teacher)
+            ctx.data = with_soft_labels(ctx.data, ctx.ngram)
         seeds = [config.seed + i for i in range(config.seeds)]
         models = train_students(ctx, teacher_mlm, teacher, seeds)
         if not procs.is_main:  # training is shared; evaluation and the report are the main process's
@@ -124,11 +128,21 @@ def before_finetune(ctx: Context, teacher_mlm: nn.Module | None, teacher_cls: nn
     ctx.preparation["estimate"] = estimate_run(ctx, teacher_cls)
 
 
+def combines_teachers(config: RunConfig) -> bool:
+    """model.ngram_teacher, and a distill-task stage with a KD term to read the combined teacher."""
+    return config.model.ngram_teacher and any(s.kind == "distill-task" and s.kd_weight > 0 for s in config.stages)
+
+
 def train_students(ctx: Context, teacher_mlm: nn.Module | None, teacher: nn.Module, seeds: list[int]) -> Models:
-    """The teacher, and every student variant: per seed, one multilingual student or one per language."""
+    """The teacher, and every student variant: per seed, one multilingual student or one per language.
+    The paper's student (transformer teacher alone) is trained beside the hybrid one when the combined
+    teacher differs from the transformer (w < 1 chosen on dev)."""
     contexts = language_contexts(ctx)
     models: Models = {"teacher": [{ALL: teacher}]}
-    for v in run_variants(ctx.config):
+    combined = ctx.ngram is not None and ctx.ngram.weight < 1
+    if ctx.ngram is not None and not combined:
+        log.info("combined teacher: w = 1 chosen on dev, so it is the transformer alone; no separate paper student")
+    for v in run_variants(ctx.config, combined=combined):
         models[v.system] = [
             {lang: train_student(lctx, teacher_mlm, teacher, v.tag + ("" if lang == ALL else f"[{lang}]")
                                  + (f"[seed{s}]" if s != seeds[0] else ""), v, s)
@@ -158,13 +172,17 @@ def collect_results(ctx: Context, models: Models, languages: dict, seeds: list[i
     results = {
         "afrocomet_version": __version__, "created": started, "labels": list(ctx.data.labels), "systems": systems,
         "languages": languages, "average": average,
-        "retention": retention(average["student"], average["teacher"]),
+        "retention": retention(average["student"], average[own_teacher(ctx)]),
+        "retention_teacher": own_teacher(ctx),
         "efficiency": measure_efficiency(ctx, teacher, student),
         "stages": ctx.results, "truncated": ctx.data.truncated, "seeds": seeds, "device": str(ctx.device),
         "sampling": {"alpha": ctx.sampling_alpha, "search": ctx.alpha_search,
                      "per_language": len(students) > 1},
         "config": to_dict(ctx.config),
     }
+    if ctx.ngram is not None:
+        results["ngram_teacher"] = ctx.ngram.record()
+        results["retention_transformer"] = retention(average["student"], average["teacher"])
     prep = ctx.preparation
     if "vocab_trim" in prep:
         results["vocab_trim"] = student_trim(prep["vocab_trim"], student)
@@ -182,6 +200,11 @@ def collect_results(ctx: Context, models: Models, languages: dict, seeds: list[i
         results["time_estimate"] = {**prep["estimate"], "training_seconds": round(trained, 1),
                                     "wall_seconds": results["wall_seconds"]}
     return results
+
+
+def own_teacher(ctx: Context) -> str:
+    """The system the hybrid student was distilled from: the combined teacher, or the transformer."""
+    return "teacher_combined" if ctx.ngram is not None and ctx.ngram.weight < 1 else "teacher"
 
 
 def write_outputs(ctx: Context, results: dict, preds: dict) -> None:

@@ -29,25 +29,26 @@ class Variant(NamedTuple):
     stages' fields (StageConfig, both stages) and of the model fields (ModelConfig).
 
     `stage1_from`: the tag of the variant whose stage 1 this one shares (loaded, not trained again:
-    the same stage, seed and student). `converge`: stage 2 trained to convergence on dev (see
-    `converged`), its lr chosen on dev among LR_GRID x the stage's lr."""
+    the same stage, seed and student)."""
 
     system: str
     tag: str
     stage: dict
     model: dict = {}
     stage1_from: str | None = None
-    converge: bool = False
 
 
 NO_TEACHER = {"kd_weight": 0.0, "attention_weight": 0.0}
+# Every student row trains stage 2 by one rule (`converged`, lr chosen on dev by `choose_lr`) and
+# differs from the hybrid student in what its label says only.
 VARIANTS = (
     Variant("student", "", {}),
     Variant("student_kd_only", "[kd_only]", {"attention_weight": 0.0}),
     Variant("student_no_distill", "[no_distill]", NO_TEACHER),
-    Variant("student_labels_converged", "[labels_converged]", NO_TEACHER, stage1_from="[no_distill]", converge=True),
 )
-CONVERGE_EPOCHS = 3  # the converged labels-only student: up to 3x stage 2's budget, early stopping on dev
+# the student of the paper's method: the same stage 1, stage 2 from the transformer teacher alone
+PAPER = Variant("student_paper", "[paper]", {"teacher_mix": None}, stage1_from="")
+CONVERGE_EPOCHS = 3  # every student's stage 2: up to 3x its budget, early stopping on dev
 CONVERGE_PATIENCE = 2  # ... after 2 dev evaluations without improvement, never before stage 2's own budget
 LR_GRID = (1 / 3, 1.0, 3.0)  # its lr: these multiples of stage 2's, each a short probe, the best on dev
 ALL = "*"  # key of the one multilingual model in a {language: model} mapping
@@ -60,11 +61,12 @@ def language_contexts(ctx: Context) -> dict[str, Context]:
     return {lang: replace(ctx, data=ctx.data.only(lang)) for lang in ctx.data.datasets}
 
 
-def run_variants(config: RunConfig) -> list[Variant]:
-    """The students one run trains: the hybrid one, the ablations (KD only; labels only at the same
-    budget, and trained to convergence on dev), (compare_adaptive) the hybrid student with adaptive
-    loss weights, and (compare_init) with the other `model.student_init`."""
-    variants = list(VARIANTS if config.ablations else VARIANTS[:1])
+def run_variants(config: RunConfig, combined: bool = False) -> list[Variant]:
+    """The students one run trains: the hybrid one, (`combined`: stage 2 from the combined teacher)
+    the paper's student distilled from the transformer alone, the ablations (KD only; labels only),
+    (compare_adaptive) the hybrid student with adaptive loss weights, and (compare_init) with the
+    other `model.student_init`."""
+    variants = [VARIANTS[0]] + ([PAPER] if combined else []) + list(VARIANTS[1:] if config.ablations else [])
     if config.compare_adaptive != "none":
         variants.append(Variant("student_adaptive", "[adaptive]", {"adaptive": config.compare_adaptive}))
     if config.compare_init:
@@ -75,26 +77,29 @@ def run_variants(config: RunConfig) -> list[Variant]:
 
 def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, variant: Variant, seed: int) -> nn.Module:
     """Stage 1 (task-agnostic, MLM) then stage 2 (task-specific) for one student variant; `tag`
-    (the variant's tag, then language and seed) ends every stage name."""
+    (the variant's tag, then language and seed) ends every stage name. Stage 2 reads the combined
+    teacher where the run has one (`ctx.ngram`: its weight as the stage's teacher_mix), and is
+    trained by the rule every student row shares (`converged`, lr chosen on dev)."""
     student = new_student(ctx, teacher_mlm, teacher_cls, tag, variant.model, seed)
     labels = ctx.id2label
     for stage in ctx.config.stages:
         if stage.kind not in STUDENT_STAGES:
             continue
+        if stage.kind == "distill-task" and ctx.ngram is not None:
+            stage = replace(stage, teacher_mix=ctx.ngram.weight)
         stage = replace(stage, **variant.stage) if stage.kind != "student-finetune" else stage
         if stage.kind == "distill-mlm":
             shared = tag if variant.stage1_from is None else variant.stage1_from + tag[len(variant.tag):]
             ctx.train(stage, student, teacher=teacher_mlm if _uses_teacher(stage) else None, tag=shared, seed=seed)
-        else:
-            if "MaskedLM" in type(student).__name__:
-                student = convert_head(student, "classification", len(labels), labels)
-            teacher = teacher_cls if _uses_teacher(stage) else None
-            if stage.kind == "distill-task" and ctx.alpha is None and _searches_alpha(ctx):
-                choose_alpha(ctx, stage, student, teacher, seed)
-            if variant.converge and stage.kind == "distill-task":
-                stage = converged(stage, StepPlan.of(stage, len(ctx.data.train)).total_steps)
-                stage = replace(stage, lr=choose_lr(ctx, stage, student, teacher, tag, seed))
-            ctx.train(stage, student, teacher=teacher, tag=tag, seed=seed)
+            continue
+        if "MaskedLM" in type(student).__name__:
+            student = convert_head(student, "classification", len(labels), labels)
+        teacher = teacher_cls if _uses_teacher(stage) else None
+        if stage.kind == "distill-task" and ctx.alpha is None and _searches_alpha(ctx):
+            choose_alpha(ctx, stage, student, teacher, seed)
+        stage = converged(stage, StepPlan.of(stage, len(ctx.data.train)).total_steps)
+        stage = replace(stage, lr=choose_lr(ctx, stage, student, teacher, tag, seed))
+        ctx.train(stage, student, teacher=teacher, tag=tag, seed=seed)
     if "MaskedLM" in type(student).__name__:
         student = convert_head(student, "classification", len(labels), labels)
     return student.eval()
@@ -124,11 +129,10 @@ def new_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, model_override
 
 
 def converged(stage: StageConfig, budget: int) -> StageConfig:
-    """Stage 2 trained to convergence: CONVERGE_EPOCHS times its budget (epochs and any max_steps),
-    stopped early after CONVERGE_PATIENCE dev evaluations without improvement, the best kept, but
-    never before `budget` steps (the stage's own, which the same-steps labels-only student gets): a
-    student still at the majority class early on (a random-init student on a few thousand tweets)
-    is not stopped before it has had the same steps as the row it is meant to improve on."""
+    """Stage 2 as every student row trains it: CONVERGE_EPOCHS times its budget (epochs and any
+    max_steps), stopped early after CONVERGE_PATIENCE dev evaluations without improvement, the best
+    kept, but never before `budget` steps (the stage's own): a student still at the majority class
+    early on (a random-init student on a few thousand tweets) is not stopped before it has had them."""
     return replace(stage, epochs=stage.epochs * CONVERGE_EPOCHS,
                    max_steps=stage.max_steps * CONVERGE_EPOCHS if stage.max_steps else None,
                    patience=max(stage.patience, CONVERGE_PATIENCE), min_steps=max(stage.min_steps, budget))

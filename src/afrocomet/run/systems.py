@@ -20,7 +20,7 @@ def evaluate_systems(ctx: Context, models: dict[str, list[dict[str, nn.Module]]]
 
     Returns (languages.<lang>.<system> metrics, student test predictions per language).
     """
-    from afrocomet.evaluate import compute_metrics, majority_baseline, tfidf_select
+    from afrocomet.evaluate import compute_metrics, majority_baseline
 
     labels = ctx.data.labels
     out: dict[str, dict] = {}
@@ -32,19 +32,37 @@ def evaluate_systems(ctx: Context, models: dict[str, list[dict[str, nn.Module]]]
             runs = []
             for i, per_language in enumerate(seeded):
                 model = per_language.get(lang, per_language.get(ALL))
-                pred = predict_encoded(model, ctx.data.test[lang], ctx.pad_id, ctx.device).argmax(-1)
-                runs.append(compute_metrics(gold, pred.tolist(), labels))
+                logits = predict_encoded(model, ctx.data.test[lang], ctx.pad_id, ctx.device)
+                runs.append(compute_metrics(gold, logits.argmax(-1).tolist(), labels))
                 if system == "student" and i == 0:
-                    student_preds[lang] = pred
+                    student_preds[lang] = logits.argmax(-1)
+                if system == "teacher" and ctx.ngram is not None:
+                    row["teacher_combined"] = compute_metrics(gold, ctx.ngram.mix(logits, lang, "test").argmax(-1).tolist(),
+                                                              labels)
             row[system] = _mean_over_seeds(runs)
-        train_labels = ds.label_ids("train")
-        pred, C, dev_scores = tfidf_select(ds.texts("train"), train_labels, ds.texts("dev"), ds.label_ids("dev"),
-                                           ds.texts("test"), seed=ctx.config.seed)
-        row["tfidf_baseline"] = {**compute_metrics(gold, pred, labels),
-                                 "selection": {"C": C, "dev_weighted_f1": {f"{c:g}": v for c, v in dev_scores.items()}}}
-        row["majority"] = compute_metrics(gold, majority_baseline(train_labels, len(gold)), labels)
-        out[lang] = row
+        row["tfidf_baseline"] = _ngram_row(ctx, lang, ds, gold)
+        row["majority"] = compute_metrics(gold, majority_baseline(ds.label_ids("train"), len(gold)), labels)
+        out[lang] = {k: row[k] for k in _order(row)}
     return out, student_preds
+
+
+def _ngram_row(ctx: Context, lang: str, ds, gold) -> dict:
+    """The char n-gram model (C chosen on dev): the combined teacher's own when there is one, else fit here."""
+    from afrocomet.evaluate import compute_metrics, tfidf_select
+
+    if ctx.ngram is not None:
+        pred, selection = ctx.ngram.test_proba[lang].argmax(-1).tolist(), ctx.ngram.selection[lang]
+    else:
+        pred, C, dev_scores = tfidf_select(ds.texts("train"), ds.label_ids("train"), ds.texts("dev"),
+                                           ds.label_ids("dev"), ds.texts("test"), seed=ctx.config.seed)
+        selection = {"C": C, "dev_weighted_f1": {f"{c:g}": v for c, v in dev_scores.items()}}
+    return {**compute_metrics(gold, pred, ctx.data.labels), "selection": selection}
+
+
+def _order(row: dict) -> list[str]:
+    """Teachers first (transformer, n-gram model, combination), then the students, then majority."""
+    first = [k for k in ("teacher", "tfidf_baseline", "teacher_combined") if k in row]
+    return first + [k for k in row if k not in first and k != "majority"] + ["majority"]
 
 
 def _mean_over_seeds(runs: list[dict]) -> dict:
