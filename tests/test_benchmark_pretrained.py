@@ -22,8 +22,8 @@ def bench():
 
 
 def _results() -> dict:
-    systems = {"teacher": 0.60, "student": 0.55, "student_kd_only": 0.50, "student_no_distill": 0.30,
-               "student_labels_converged": 0.35, "tfidf_baseline": 0.64, "majority": 0.2}
+    systems = {"teacher": 0.60, "tfidf_baseline": 0.64, "teacher_combined": 0.67, "student": 0.55,
+               "student_paper": 0.52, "student_kd_only": 0.50, "student_no_distill": 0.35, "majority": 0.2}
     langs = {"hau": 0.0, "swa": 0.02, "kin": -0.02}
     languages = {lang: {s: {"weighted_f1": v + d} for s, v in systems.items()} for lang, d in langs.items()}
     languages["kin"]["teacher"]["weighted_f1"] = 0.70  # the teacher beats TF-IDF on kin only
@@ -37,7 +37,8 @@ def _results() -> dict:
 def test_rows_with_seen_and_unseen_averages(bench):
     rows, columns = bench.score_rows(_results())
     assert [r["language"] for r in rows] == ["hau", "swa", "kin", "avg", "seen (hau, swa)", "unseen (ibo, kin, yor)"]
-    assert columns[:3] == ["language", "teacher (e5)", "hybrid"] and "hybrid, teacher init" not in columns
+    assert columns[:5] == ["language", "teacher (e5)", "char TF-IDF", "combined teacher", "hybrid"]
+    assert "hybrid, PCA init" not in columns
     seen = rows[4]
     assert seen["char TF-IDF"] == pytest.approx(100 * (0.64 + 0.66) / 2)
     assert rows[5]["teacher (e5)"] == pytest.approx(70.0)  # kin alone
@@ -45,10 +46,12 @@ def test_rows_with_seen_and_unseen_averages(bench):
 
 def test_goal_lines_say_met_or_not(bench):
     lines = bench.goal_lines(_results())
-    assert lines[0].startswith("- teacher vs char TF-IDF (avg)") and "**not met**" in lines[0]
-    assert "wins on kin" in lines[0]
-    assert lines[1].endswith("0.910 (met)") and "5.00x (met)" in lines[2] and "3.00x (**not met**)" in lines[3]
-    assert "55.00 / 50.00 / 35.00 (met)" in lines[4]  # labels-only: the better of its two rows
+    assert lines[0].startswith("- combined teacher >= char TF-IDF + 2 (avg): 67.00 vs 64.00 (met")
+    assert "below it on" not in lines[0]
+    assert lines[1].startswith("- student >= char TF-IDF (avg): 55.00 vs 64.00 (**not met**; below it on hau -9.0")
+    assert "5.00x (met)" in lines[3] and "3.00x (**not met**)" in lines[4]
+    assert "55.00 / 50.00 / 35.00 (met)" in lines[5]
+    assert lines[6].endswith("55.00 vs 52.00 (+3.00)")
 
 
 def test_section_replaced_in_place(bench):
@@ -56,6 +59,10 @@ def test_section_replaced_in_place(bench):
     new = bench.replace_section(text, "## pretrained_teacher.py\n\nnew\n\n")
     assert new == "# B\n\n## a.py\n\nold a\n\n## pretrained_teacher.py\n\nnew\n\n## z.py\n\nz\n"
     assert bench.replace_section("# B\n", "## pretrained_teacher.py\n\nx\n").endswith("\n\n## pretrained_teacher.py\n\nx\n")
+    both = bench.replace_section(text, "## pretrained_teacher.py, all rows\n\nall\n\n")  # beside, not instead
+    assert "old\n" in both and both.endswith("## pretrained_teacher.py, all rows\n\nall\n\n")
+    assert bench.section_heading({"rows": {"hau": {}}}) == "## pretrained_teacher.py"
+    assert bench.section_heading({}) == "## pretrained_teacher.py, all rows"
 
 
 def test_efficiency_rows_read_the_shared_schema(bench):
