@@ -40,7 +40,8 @@ SYSTEMS = {  # results.json name -> column
     "teacher": "teacher (e5)", "student": "hybrid", "student_kd_only": "KD-only",
     "student_no_distill": "labels same steps",
     "student_labels_converged": "labels converged", "student_teacher_init": "hybrid, teacher init",
-    "student_random_init": "hybrid, random init", "tfidf_baseline": "char TF-IDF", "majority": "majority"}
+    "student_random_init": "hybrid, random init", "student_layers_init": "hybrid, layer copy",
+    "tfidf_baseline": "char TF-IDF", "majority": "majority"}
 LONG_TEXT = " ".join(["habari za asubuhi rafiki yangu, leo ni siku njema sana"] * 200)  # ~2,000 tokens
 
 
@@ -51,6 +52,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("-l", "--languages", default="hau,ibo,kin,swa,yor")
     p.add_argument("--train-rows", type=int, default=None, help="per language (default: 1,500 on a CPU, all on a GPU)")
     p.add_argument("--dev-rows", type=int, default=None, help="per language (default: 300 on a CPU, all on a GPU)")
+    p.add_argument("--student", default=None, help="student preset (default: the run's, comet); e.g. comet-384-l3, "
+                   "e5's width, so that --compare-init also trains a student with e5's layers copied")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("/tmp/afrocomet-pretrained-teacher"), help="the run folder")
     p.add_argument("--json", type=Path, default=None, help="default: OUT/benchmark.json")
@@ -67,6 +70,7 @@ def run_command(args: argparse.Namespace, cuda: bool) -> list[str]:
     cmd = [sys.executable, "-m", "afrocomet", "run", "--teacher", str(args.teacher), "--data-dir", str(args.data_dir),
            "-l", args.languages, "--compare-init", "--device", args.device, "--out", str(args.out), "--overwrite"]
     cmd += ["--quick"] if args.quick else []
+    cmd += ["--student", args.student] if args.student else []
     cmd += ["--train-rows", str(train_rows)] if train_rows else []
     cmd += ["--dev-rows", str(dev_rows)] if dev_rows else []
     return cmd

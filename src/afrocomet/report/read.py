@@ -23,7 +23,8 @@ SYSTEM_NAMES: dict[str, str] = {
     "student_labels_converged": "student (labels only, converged)",
     "student_adaptive": "student (adaptive weights)",
     "student_random_init": "student (random init)",
-    "student_teacher_init": "student (init from teacher)",
+    "student_teacher_init": "student (PCA init from teacher)",
+    "student_layers_init": "student (layers copied from teacher)",
     "tfidf_baseline": "TF-IDF + LR",
     "majority": "majority class",
 }
