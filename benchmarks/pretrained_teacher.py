@@ -55,6 +55,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--all-rows", action="store_true", help="every training and dev row, on a CPU too")
     p.add_argument("--freeze-teacher-layers", type=int, default=None,
                    help="passed to the run (the frozen lower layers' outputs are computed once)")
+    p.add_argument("--student", default=None, help="student preset (default: the run's, comet); e.g. comet-384-l3, "
+                   "e5's width, so that --compare-init also trains a student with e5's layers copied")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("/tmp/afrocomet-pretrained-teacher"), help="the run folder")
     p.add_argument("--json", type=Path, default=None, help="default: OUT/benchmark.json")
@@ -73,6 +75,7 @@ def run_command(args: argparse.Namespace, cuda: bool) -> list[str]:
     cmd += ["--quick"] if args.quick else []
     if args.freeze_teacher_layers is not None:
         cmd += ["--freeze-teacher-layers", str(args.freeze_teacher_layers)]
+    cmd += ["--student", args.student] if args.student else []
     cmd += ["--train-rows", str(train_rows)] if train_rows else []
     cmd += ["--dev-rows", str(dev_rows)] if dev_rows else []
     return cmd

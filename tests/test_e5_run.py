@@ -202,3 +202,30 @@ def test_cli_run_warns_in_one_line_and_finishes(e5_cut, small_data, tmp_path):
     assert "Traceback" not in proc.stderr and "LOAD REPORT" not in proc.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["config"]["model"]["teacher"] == str(e5_cut) and results["teacher"]["mlm_head"] == "missing"
+
+
+def test_layer_copy_from_the_real_e5_gives_its_outputs(e5_dir):
+    """student_init=layers on multilingual-e5-small itself: an XLM-R student of e5's shape (comet-384
+    with all 12 layers) computes e5's hidden states on real text; comet-384-l3 takes layers 3, 7, 11."""
+    from transformers import BertModel
+
+    from afrocomet.models.build import build_model
+    from afrocomet.models.layer_copy import copy_layers
+    from afrocomet.models.presets import get_preset
+    from afrocomet.tokenizer import load_tokenizer
+
+    teacher = BertModel.from_pretrained(e5_dir, add_pooling_layer=False).eval()
+    tokenizer = load_tokenizer(e5_dir)
+    preset = get_preset("comet-384")
+    student = build_model(preset.to_config(vocab_size=len(tokenizer), num_hidden_layers=12), "base", seed=0)
+    report = copy_layers(student, teacher)
+    assert report["layer_map"] == [(i, i) for i in range(12)] and report["positions"] == 512
+    batch = tokenizer(["Habari za asubuhi, rafiki yangu!", "Ina son wannan sosai"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        s = student.eval()(**batch).last_hidden_state
+        t = teacher(**batch).last_hidden_state
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(s[real], t[real], rtol=1e-5, atol=1e-5)
+    small = build_model(get_preset("comet-384-l3").to_config(vocab_size=len(tokenizer)), "base", seed=0)
+    assert copy_layers(small, teacher)["layer_map"] == [(0, 3), (1, 7), (2, 11)]
+    assert torch.equal(small.encoder.layer[2].output.dense.weight, teacher.encoder.layer[11].output.dense.weight)

@@ -195,7 +195,13 @@ def test_pretrained_teacher_from_local_folder(afrisenti_dir, tmp_path, caplog):
                                       "stage1[teacher_init]", "stage2[teacher_init]"}
     assert results["systems"][:3] == ["teacher", "student", "student_teacher_init"]
     assert 0 < results["stages"]["student-init[teacher_init]"]["explained_variance"] < 1
-    assert "init from teacher" in (tmp_path / "out" / "report.md").read_text()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "init from teacher" in report
+    # layer copy needs the teacher's width (tiny-student is 32 wide, the teacher 64): skipped, and said so
+    assert results["compare_init"] == {"student_init": "random", "compared": ["teacher"],
+                                       "skipped": {"layers": "student hidden size 32 != teacher's 64"}}
+    assert "Not compared: `layers` (student hidden size 32 != teacher's 64)." in report
+    assert "compare_init: student_init=layers skipped (student hidden size 32 != teacher's 64)" in caplog.text
     assert results["efficiency"]["teacher"]["parameters"] > results["efficiency"]["student"]["parameters"]
     from transformers import AutoTokenizer
 

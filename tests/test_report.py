@@ -266,6 +266,36 @@ def test_report_says_how_each_system_differs(tmp_path):
     assert "student / its teacher, the combined teacher (transformer + n-gram)" in report
 
 
+def test_report_names_the_compared_initialisations(tmp_path):
+    """--compare-init (issue 18): one row per init mode, what each did, and the modes skipped."""
+    results = full_results(tmp_path)
+    inits = ["student_teacher_init", "student_layers_init"]
+    results["systems"] = SYSTEMS[:2] + inits + SYSTEMS[2:]
+    for i, lang in enumerate(("hau", "ibo")):
+        for k, system in enumerate(inits):
+            results["languages"][lang][system] = _metrics((0.64, 0.70)[i] + 0.01 * k, 100, None, i + k)
+    for k, system in enumerate(inits):
+        results["average"][system] = {"accuracy": 0.68 + 0.01 * k, "weighted_f1": 0.67 + 0.01 * k, "macro_f1": 0.65}
+    results["stages"]["student-init[teacher_init]"] = {"kind": "student-init", "steps": 0, "mode": "teacher",
+                                                       "explained_variance": 0.8712, "layer_map": [[0, 5], [1, 11]]}
+    results["stages"]["student-init[layers_init]"] = {"kind": "student-init", "steps": 0, "mode": "layers",
+                                                      "layer_map": [[0, 5], [1, 11]], "lm_head": False}
+    results["compare_init"] = {"student_init": "random", "compared": ["teacher", "layers"], "skipped": {}}
+    report = write_report(results, tmp_path).read_text(encoding="utf-8")
+    assert "student (PCA init from teacher)" in report and "student (layers copied from teacher)" in report
+    assert "principal directions of its word embeddings (keeping 87% of their variance)" in report
+    assert "the teacher's embeddings and layers 5, 11 (0-based) copied whole" in report
+    assert "The hybrid student starts from `student_init: random`." in report and "Not compared" not in report
+    results["compare_init"] = {"student_init": "layers", "compared": ["random"],
+                               "skipped": {"teacher": "student is a saved model"}}
+    results["systems"][2:4] = ["student_random_init"]
+    results["languages"]["hau"]["student_random_init"] = results["languages"]["hau"].pop("student_teacher_init")
+    report = write_report(results, tmp_path / "again").read_text(encoding="utf-8")
+    assert "**student (random init)**: random weights before stage 1" in report
+    assert ("The hybrid student starts from `student_init: layers`. Not compared: `teacher` (student is a saved "
+            "model).") in report
+
+
 def test_teacher_preparation_and_a_teacher_below_the_majority(tmp_path):
     from afrocomet.report import render_report
 

@@ -71,6 +71,7 @@ class DataConfig:
         "help": "One student per language instead of one multilingual student."})
 
 
+STUDENT_INITS = ("random", "teacher", "layers")  # models/init.py INIT_MODES (tests keep the two equal)
 MIN_VOCAB_SIZE = 6  # a trained tokenizer's special tokens (4) and two pieces: tokenizer.train_tokenizer
 
 
@@ -100,8 +101,11 @@ class ModelConfig:
         "help": "Stage 2's teacher: the transformer combined with a char n-gram model (weight chosen on dev); "
                 "--no-ngram-teacher: the transformer alone (the paper's method).",
         "flag": "--ngram-teacher/--no-ngram-teacher"})
-    student_init: str = field(default="random", metadata={  # "teacher": PCA projection (models/init.py)
-        "help": "Student weights: random, or a PCA projection of the teacher's.", "choices": ("random", "teacher")})
+    # "teacher": PCA projection (models/init.py); "layers": embeddings and every k-th layer copied, a
+    # student of the teacher's width (models/layer_copy.py)
+    student_init: str = field(default="random", metadata={
+        "help": "Student weights: random, a PCA projection of the teacher's (teacher), or the teacher's "
+                "embeddings and every k-th layer copied (layers; the teacher's width).", "choices": STUDENT_INITS})
 
 
 @dataclass
@@ -174,7 +178,7 @@ class RunConfig:
         "help": "Also train student_adaptive with this loss balancing and report which won.",
         "choices": ADAPTIVE_MODES})
     compare_init: bool = field(default=False, metadata={
-        "help": "Also train the hybrid student with the other --student-init."})
+        "help": "Also train the hybrid student with each other --student-init that fits the models."})
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stages: list[StageConfig] = field(default_factory=list)
@@ -298,8 +302,9 @@ def validate(config: RunConfig, where: str = "config", lines: dict[tuple, int] |
     _check_positive(where, "model.tokenizer_sample", config.model.tokenizer_sample)
     _check_positive(where, "seeds", config.seeds)
     _check_positive(where, "threads", config.threads)
-    if config.model.student_init not in ("random", "teacher"):
-        raise AfroCometError(f"{where}: model.student_init must be 'random' or 'teacher', got '{config.model.student_init}'")
+    if config.model.student_init not in STUDENT_INITS:
+        raise AfroCometError(f"{where}: model.student_init must be one of {', '.join(STUDENT_INITS)}, "
+                             f"got '{config.model.student_init}'")
     names = [s.name for s in config.stages]
     if len(set(names)) != len(names):
         raise AfroCometError(f"{where}: stage names must be unique, got {names}")

@@ -248,6 +248,19 @@ def saved_keys(folder: str | Path) -> set[str]:
     return keys
 
 
+def model_config(name: str, trust_remote_code: bool = False) -> PretrainedConfig:
+    """The config of a preset, a local folder or a Hub id (read from its config.json only)."""
+    if name in PRESETS:
+        return get_preset(name).to_config()
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(Path(name).expanduser()) if looks_local(name) else name,
+                                          trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as exc:
+        raise AfroCometError(f"could not read the model's config.json: {first_line(exc)}", path=name) from exc
+
+
 def looks_local(name: str) -> bool:
     """True if `name` is meant as a local path rather than a Hub id like "owner/model"."""
     return (

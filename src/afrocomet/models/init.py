@@ -1,4 +1,5 @@
-"""Student initialisation from the teacher (`model.student_init: teacher`).
+"""Student initialisation from the teacher (`model.student_init: teacher`), and the pieces that
+`student_init: layers` (models/layer_copy.py) shares with it; models/student_init.py chooses.
 
 One shared basis W [Ht, Hs]: the top-Hs principal directions of the teacher's word embeddings
 (orthonormal columns, from the eigenvectors of their covariance). A student hidden vector stands
@@ -43,7 +44,7 @@ from torch import nn
 from afrocomet.errors import AfroCometError
 from afrocomet.models.attention import encoder_layers, uniform_layer_map
 
-INIT_MODES = ("random", "teacher")
+INIT_MODES = ("random", "teacher", "layers")  # how models/student_init.py can start a student
 
 
 @dataclass
@@ -76,9 +77,18 @@ def pca_basis(embeddings: torch.Tensor, k: int, chunk: int = 16384) -> Basis:
     return Basis(vectors.float(), values.clamp_min(0).float(), float(torch.trace(cov)))
 
 
-def _carry_layer_norm(s_ln: nn.LayerNorm, t_ln: nn.LayerNorm, w: torch.Tensor) -> None:
+def _carry_layer_norm(s_ln: nn.LayerNorm, t_ln: nn.LayerNorm, w: torch.Tensor | None) -> None:
+    """The LayerNorm in the basis `w` (None: copied as it is)."""
+    if w is None:
+        s_ln.load_state_dict(t_ln.state_dict())
+        return
     s_ln.weight.copy_((w * w).T @ t_ln.weight)  # γ_s,j = Σ_i W_ij² γ_t,i
     s_ln.bias.copy_(w.T @ t_ln.bias)
+
+
+def _rows(table: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """Embedding rows [n, Ht] in the basis `w` [Ht, Hs] (None: as they are)."""
+    return table if w is None else table @ w
 
 
 def position_offset(config) -> int:
@@ -88,20 +98,23 @@ def position_offset(config) -> int:
     return config.pad_token_id + 1 if config.model_type in OFFSET_POSITIONS else 0
 
 
-def _embeddings(student: nn.Module, teacher: nn.Module, w: torch.Tensor) -> None:
+def carry_embeddings(student: nn.Module, teacher: nn.Module, w: torch.Tensor | None) -> int:
+    """Word, position and token-type tables and their LayerNorm in the basis `w` (None: copied as
+    they are), positions matched by number; returns how many position rows were carried."""
     s_emb, t_emb = student.base_model.embeddings, teacher.base_model.embeddings
     s_words = s_emb.word_embeddings.weight  # [Vs, Hs]; a teacher's extra rows (no token gives them) are left out
-    s_words.copy_(t_emb.word_embeddings.weight[:s_words.shape[0]] @ w)
+    s_words.copy_(_rows(t_emb.word_embeddings.weight[:s_words.shape[0]], w))
     s_pos, t_pos = s_emb.position_embeddings.weight, t_emb.position_embeddings.weight
     s_off, t_off = position_offset(student.config), position_offset(teacher.config)
     if s_off == t_off:  # same numbering: the same rows
         s_off = t_off = 0
-    n = min(s_pos.shape[0] - s_off, t_pos.shape[0] - t_off)  # position p: row p + offset on each side
-    s_pos[s_off:s_off + n].copy_(t_pos[t_off:t_off + n] @ w)
+    positions = min(s_pos.shape[0] - s_off, t_pos.shape[0] - t_off)  # position p: row p + offset on each side
+    s_pos[s_off:s_off + positions].copy_(_rows(t_pos[t_off:t_off + positions], w))
     s_type, t_type = s_emb.token_type_embeddings.weight, t_emb.token_type_embeddings.weight
     n = min(s_type.shape[0], t_type.shape[0])
-    s_type[:n].copy_(t_type[:n] @ w)
+    s_type[:n].copy_(_rows(t_type[:n], w))
     _carry_layer_norm(s_emb.LayerNorm, t_emb.LayerNorm, w)
+    return positions
 
 
 def _attention(s_layer: nn.Module, t_layer: nn.Module, w: torch.Tensor) -> str:
@@ -141,7 +154,7 @@ def _feed_forward(s_layer: nn.Module, t_layer: nn.Module, w: torch.Tensor) -> bo
     return True
 
 
-def _head_parts(model: nn.Module) -> tuple[nn.Linear, nn.LayerNorm, nn.Parameter] | None:
+def head_parts(model: nn.Module) -> tuple[nn.Linear, nn.LayerNorm, nn.Parameter] | None:
     """(dense, LayerNorm, vocabulary bias) of a masked-LM head: XLM-R `lm_head`, BERT
     `cls.predictions` (its `transform`); None for a model without one (e.g. an encoder alone)."""
     head = getattr(model, "lm_head", None)
@@ -154,7 +167,7 @@ def _head_parts(model: nn.Module) -> tuple[nn.Linear, nn.LayerNorm, nn.Parameter
 
 
 def _lm_head(student: nn.Module, teacher: nn.Module, w: torch.Tensor) -> bool:
-    s_head, t_head = _head_parts(student), _head_parts(teacher)
+    s_head, t_head = head_parts(student), head_parts(teacher)
     if s_head is None or t_head is None:
         return False
     (s_dense, s_norm, s_bias), (t_dense, t_norm, t_bias) = s_head, t_head
@@ -165,12 +178,17 @@ def _lm_head(student: nn.Module, teacher: nn.Module, w: torch.Tensor) -> bool:
     return True
 
 
-def check_compatible(student_config, teacher_config) -> None:
-    """Raise unless a student of `student_config` can be initialised from this teacher."""
+def check_vocabulary(student_config, teacher_config, mode: str = "teacher") -> None:
+    """Raise unless the teacher's embedding rows cover the student's tokens (student_init=`mode`)."""
     if student_config.vocab_size > teacher_config.vocab_size:  # fewer: the tokenizer gives no id of the rest
         raise AfroCometError(
-            f"student_init=teacher needs the teacher's vocabulary: student has {student_config.vocab_size:,} "
+            f"student_init={mode} needs the teacher's vocabulary: student has {student_config.vocab_size:,} "
             f"tokens, teacher {teacher_config.vocab_size:,} (use the teacher's tokenizer, or student_init=random)")
+
+
+def check_compatible(student_config, teacher_config) -> None:
+    """Raise unless a student of `student_config` can be initialised from this teacher."""
+    check_vocabulary(student_config, teacher_config)
     if student_config.hidden_size > teacher_config.hidden_size:
         raise AfroCometError(
             f"student_init=teacher needs a student no wider than the teacher (hidden {student_config.hidden_size} "
@@ -191,8 +209,8 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module) -> dict:
     w = basis.components.to(device)  # [Ht, Hs]
     s_layers, t_layers = encoder_layers(student), encoder_layers(teacher)
     layer_map = uniform_layer_map(len(s_layers), len(t_layers))
-    t = _on(teacher, device)
-    _embeddings(student, t, w)
+    t = fp32_on(teacher, device)
+    carry_embeddings(student, t, w)
     report = {"explained_variance": round(basis.explained, 6), "layer_map": layer_map, "attention": [],
               "feed_forward": []}
     for i, j in layer_map:
@@ -202,7 +220,7 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module) -> dict:
     return report
 
 
-def _on(model: nn.Module, device: torch.device) -> nn.Module:
+def fp32_on(model: nn.Module, device: torch.device) -> nn.Module:
     """`model` itself when already fp32 on `device`, else an fp32 copy there (the teacher is not moved)."""
     p = next(model.parameters())
     if p.device == device and p.dtype == torch.float32:

@@ -113,6 +113,23 @@ PRESETS: dict[str, ModelPreset] = _presets(
         "68,937,216 parameters, 8.1x fewer than the teacher.",
     ),
     ModelPreset(
+        "comet-384", 6, 384, 12, 1536, 250002, 514,
+        "A student of multilingual-e5-small's width (hidden 384, 12 heads of 32, FFN 1536), 6 layers, so "
+        "that --student-init layers can copy e5's embeddings and every other layer (and PCA init keeps "
+        "every direction). 106,993,920 parameters; 10,795,392 outside the embeddings, 2.0x fewer than "
+        "e5-small's 21,442,176.",
+    ),
+    ModelPreset(
+        "comet-384-l3", 3, 384, 12, 1536, 250002, 514,
+        "comet-384 with 3 layers (every 4th of e5-small's 12 under --student-init layers). 101,670,528 "
+        "parameters; 5,472,000 outside the embeddings, 3.9x fewer than e5-small's.",
+    ),
+    ModelPreset(
+        "comet-384-l2", 2, 384, 12, 1536, 250002, 514,
+        "comet-384 with 2 layers (every 6th of e5-small's 12 under --student-init layers). 99,896,064 "
+        "parameters; 3,697,536 outside the embeddings, 5.8x fewer than e5-small's.",
+    ),
+    ModelPreset(
         "demo-teacher", 4, 256, 4, 1024, 8000, 130,
         "Built-in default teacher, pretrained from scratch on AfriSenti text with an 8k tokenizer, "
         "then fine-tuned; 4 layers x 256 so that it trains within the 15-minute CPU budget. 130 positions = "

@@ -33,6 +33,38 @@ def _combined_line(results: Mapping) -> str | None:
             "chosen on dev; what stage 2's logit KD of the hybrid student reads")
 
 
+def _init_line(results: Mapping, mode: str) -> str | None:
+    """The compared initialisation `mode` (`--compare-init`): how its student started stage 1."""
+    if mode == "random":
+        return "random weights before stage 1 (`student_init: random`); all else the same"
+    init = next((s for name, s in (results.get("stages") or {}).items()  # the first language and seed
+                 if name.startswith(f"student-init[{mode}_init]") and isinstance(s, Mapping)), None)
+    if init is None:
+        return None
+    layers = ", ".join(str(j) for _, j in init.get("layer_map") or [])
+    if mode == "teacher":
+        kept = init.get("explained_variance")
+        text = ("before stage 1, the teacher's weights projected onto the top principal directions of its word "
+                f"embeddings (keeping {f'{kept:.0%}' if _is_number(kept) else '?'} of their variance), student layers "
+                f"from teacher layers {layers} (0-based; `student_init: teacher`)")
+    else:
+        text = (f"before stage 1, the teacher's embeddings and layers {layers} (0-based) copied whole, "
+                "DistilBERT's rule (`student_init: layers`)")
+    return text + "; all else the same"
+
+
+def _compare_init_note(results: Mapping) -> list[str]:
+    """Which initialisation the hybrid student used, and the compared ones that could not apply."""
+    note = results.get("compare_init")
+    if not isinstance(note, Mapping):
+        return []
+    text = f"The hybrid student starts from `student_init: {note.get('student_init', '?')}`."
+    skipped = note.get("skipped") or {}
+    if skipped:
+        text += " Not compared: " + "; ".join(f"`{m}` ({why})" for m, why in skipped.items()) + "."
+    return [text, ""]
+
+
 def _tfidf_line(results: Mapping) -> str | None:
     chosen = {lang: _get(m, "tfidf_baseline", "selection") for lang, m in _languages(results).items()}
     chosen = {lang: s for lang, s in chosen.items() if isinstance(s, Mapping) and _is_number(s.get("C"))}
@@ -58,6 +90,7 @@ def _method_section(results: Mapping) -> list[str]:
         "student_no_distill": "no teacher in either stage: stage 1 learns from the masked-LM labels only, stage 2 from "
                               "the gold labels only; the same training rule and α",
         "teacher_combined": _combined_line(results),
+        **{f"student_{mode}_init": _init_line(results, mode) for mode in ("random", "teacher", "layers")},
         "tfidf_baseline": _tfidf_line(results),
         "majority": "the most frequent training label, everywhere",
     }
@@ -66,4 +99,4 @@ def _method_section(results: Mapping) -> list[str]:
               "(the step is in the stage table, `best_step` in results.json); every student row trains stage 2 by "
               "the same rule (below).")
     return ["## How the systems differ", "", "Each row differs from the hybrid student only as said here.", "",
-            *items, "", shared, ""]
+            *items, "", *_compare_init_note(results), shared, ""]

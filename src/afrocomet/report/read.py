@@ -26,7 +26,8 @@ SYSTEM_NAMES: dict[str, str] = {
     "student_labels_converged": "student (labels only, converged)",  # results of earlier versions
     "student_adaptive": "student (adaptive weights)",
     "student_random_init": "student (random init)",
-    "student_teacher_init": "student (init from teacher)",
+    "student_teacher_init": "student (PCA init from teacher)",
+    "student_layers_init": "student (layers copied from teacher)",
     "majority": "majority class",
 }
 # XLM-R's pretraining languages among AfriSenti's five (the pretrained teachers descend from XLM-R)

@@ -33,7 +33,8 @@ class Context:
     alpha_search: dict | None = None  # what the choice saw
     vocab_keep: list[int] | None = None  # old token ids kept by vocabulary trimming, if it ran
     teacher_notes: dict | None = None  # what the run changed for its teacher (e.g. no MLM head), for results.json
-    # teacher preparation as results.json records it: vocab_trim, teacher_frozen, estimate, tokenizer coverage
+    # teacher preparation as results.json records it: vocab_trim, teacher_frozen, estimate, tokenizer coverage,
+    # and (compare_init) the init modes compared and skipped
     preparation: dict = field(default_factory=dict)
     ngram: object | None = None  # the combined teacher's n-gram half (run.ngram_teacher.NgramTeacher), if any
 

@@ -186,7 +186,7 @@ def collect_results(ctx: Context, models: Models, languages: dict, seeds: list[i
     prep = ctx.preparation
     if "vocab_trim" in prep:
         results["vocab_trim"] = student_trim(prep["vocab_trim"], student)
-    for key in ("teacher_frozen", "tokenizer_coverage", "rows"):
+    for key in ("teacher_frozen", "tokenizer_coverage", "rows", "compare_init"):
         if key in prep:
             results[key] = prep[key]
     results["teacher_dev"] = prep["teacher_dev"]

@@ -64,14 +64,18 @@ def language_contexts(ctx: Context) -> dict[str, Context]:
 def run_variants(config: RunConfig, combined: bool = False) -> list[Variant]:
     """The students one run trains: the hybrid one, (`combined`: stage 2 from the combined teacher)
     the paper's student distilled from the transformer alone, the ablations (KD only; labels only),
-    (compare_adaptive) the hybrid student with adaptive loss weights, and (compare_init) with the
-    other `model.student_init`."""
+    (compare_adaptive) the hybrid student with adaptive loss weights, and (compare_init) with each
+    other `model.student_init` that fits the student and teacher (`models.student_init.compare_note`;
+    the rest are skipped, see `new_student`)."""
     variants = [VARIANTS[0]] + ([PAPER] if combined else []) + list(VARIANTS[1:] if config.ablations else [])
     if config.compare_adaptive != "none":
         variants.append(Variant("student_adaptive", "[adaptive]", {"adaptive": config.compare_adaptive}))
     if config.compare_init:
-        other = "random" if config.model.student_init == "teacher" else "teacher"
-        variants.append(Variant(f"student_{other}_init", f"[{other}_init]", {}, {"student_init": other}))
+        from afrocomet.models.student_init import compare_note
+
+        m = config.model
+        for mode in compare_note(m.student_init, m.student, m.teacher, m.trust_remote_code)["compared"]:
+            variants.append(Variant(f"student_{mode}_init", f"[{mode}_init]", {}, {"student_init": mode}))
     return variants
 
 
@@ -106,21 +110,30 @@ def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, variant: Var
 
 
 def new_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, model_overrides: dict, seed: int) -> nn.Module:
-    """The student before stage 1: a preset built (and, student_init=teacher, initialised from the
-    teacher) or a saved model loaded (and trimmed to the run's vocabulary)."""
+    """The student before stage 1: a preset built (and, student_init=teacher or layers, initialised
+    from the teacher) or a saved model loaded (and trimmed to the run's vocabulary). With
+    compare_init, the init modes that cannot apply are noted once (log, ctx.preparation["compare_init"])."""
     from afrocomet.models.build import build_model, load_pretrained
     from afrocomet.models.presets import get_preset
 
     m, vocab = replace(ctx.config.model, **model_overrides), len(ctx.data.tokenizer)
+    if ctx.config.compare_init and "compare_init" not in ctx.preparation:
+        from afrocomet.models.student_init import compare_note
+
+        note = compare_note(ctx.config.model.student_init, m.student, m.teacher, m.trust_remote_code)
+        ctx.preparation["compare_init"] = note
+        for mode, problem in note["skipped"].items():
+            log.info("compare_init: student_init=%s skipped (%s)", mode, problem)
     torch.manual_seed(seed)
     if is_preset(m.student):
         student = build_model(get_preset(m.student), "mlm", vocab_size=vocab, seed=seed)
-        if m.student_init == "teacher":
-            init_student(ctx, student, teacher_mlm if teacher_mlm is not None else teacher_cls, tag)
+        if m.student_init != "random":
+            init_student(ctx, student, teacher_mlm if teacher_mlm is not None else teacher_cls, tag, m.student_init)
         return student
     student = load_pretrained(m.student, "mlm", trust_remote_code=m.trust_remote_code)
-    if m.student_init == "teacher":
-        log.info("student %s is a saved model: its own weights are kept (student_init=teacher skipped)", m.student)
+    if m.student_init != "random":
+        log.info("student %s is a saved model: its own weights are kept (student_init=%s skipped)", m.student,
+                 m.student_init)
     if ctx.vocab_keep is not None:
         from afrocomet.models.vocab import trim_model
 
@@ -172,15 +185,17 @@ def _dev_probes(ctx: Context, stage: StageConfig, student: nn.Module, teacher: n
     return scores
 
 
-def init_student(ctx: Context, student: nn.Module, teacher: nn.Module, tag: str) -> None:
-    """student_init=teacher (models/init.py); what was done is recorded with the stage results."""
-    from afrocomet.models.init import init_from_teacher
+def init_student(ctx: Context, student: nn.Module, teacher: nn.Module, tag: str, mode: str = "teacher") -> None:
+    """student_init=teacher (PCA, models/init.py) or layers (models/layer_copy.py); what was done is
+    recorded with the stage results."""
+    from afrocomet.models.student_init import initialise
 
     t0 = time.perf_counter()
-    report = {"kind": "student-init", "steps": 0, **init_from_teacher(student, teacher)}
+    report = {"kind": "student-init", "steps": 0, **initialise(student, teacher, mode)}
     report["seconds"] = round(time.perf_counter() - t0, 2)
-    log.info("student initialised from the teacher (explained variance %.3f) in %.1fs", report["explained_variance"],
-             report["seconds"])
+    done = (f"explained variance {report['explained_variance']:.3f}" if mode == "teacher"
+            else f"layers {[j for _, j in report['layer_map']]} copied")
+    log.info("student initialised from the teacher, student_init=%s (%s) in %.1fs", mode, done, report["seconds"])
     ctx.results[f"student-init{tag}"] = report
 
 
