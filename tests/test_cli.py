@@ -90,7 +90,7 @@ RUN_FLAGS = {  # the flags of `afrocomet run` / `distill` as users know them: na
     "--sampling-alpha", "--alpha-candidates", "--compare-adaptive", "--no-ablations", "--student-init",
     "--compare-init", "--no-teacher-cache", "--trust-remote-code", "--trim-vocab", "--no-trim-vocab", "--overwrite",
     "--max-length", "--normalize", "--freeze-teacher-embeddings", "--no-freeze-teacher-embeddings",
-    "--freeze-teacher-layers", "--threads", "--train-rows", "--dev-rows",
+    "--freeze-teacher-layers", "--threads", "--train-rows", "--dev-rows", "--no-frozen-cache",
     "--quiet", "--num-processes", "--resume", "--help", "-h"}
 
 
