@@ -10,7 +10,7 @@ every `grad_accum` batches the optimizer's step. Its collaborators each have one
 and loss module (objective.py), the step plan and optimizer (optimization.py), dev evaluation and
 early stopping (early_stopping.py), the log and progress bar (steplog.py), checkpoints
 (checkpoint.py), processes (parallel.py), the memory and invariant pre-flight (memory.py,
-invariants.py). None of them imports the doctor (doctor.py imports the trainer).
+invariants.py), the teacher-output and frozen-prefix caches (cache.py, frozen_prefix.py). None of them imports the doctor (doctor.py imports the trainer).
 """
 
 from __future__ import annotations
