@@ -93,7 +93,8 @@ def _say_once(message: str) -> None:
         log.warning(message)
 
 
-def _update_tensor(h, name: str, t: torch.Tensor) -> None:
+def hash_tensor(h, name: str, t: torch.Tensor) -> None:
+    """Feed tensor `t` (its name, dtype, shape and bytes) to the hash `h` (also distill/frozen_prefix.py)."""
     t = t.detach().to("cpu").contiguous()
     h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
     h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
@@ -105,7 +106,7 @@ def teacher_fingerprint(teacher: nn.Module) -> str:
     config = {k: getattr(teacher.config, k, None) for k in _CONFIG_FIELDS}
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(teacher.state_dict().items()):
-        _update_tensor(h, name, tensor)
+        hash_tensor(h, name, tensor)
     return h.hexdigest()
 
 
