@@ -247,22 +247,15 @@ def open_or_build(model: nn.Module, data: Encoded, pad_id: int, n: int, *, devic
                   build: bool = True, batch_size: int = 64, dtype: torch.dtype = DTYPE) -> FrozenPrefix | None:
     """The cache for (frozen prefix of `model`, data): opened if present, else built when `build`
     (else None). A damaged or mismatching file is rebuilt."""
+    from afrocomet.distill.cache import open_existing
+
     t0 = time.perf_counter()
     key = prefix_key(model, n, data, dtype)
     path = cache_dir() / f"{key}.safetensors"
-    if path.is_file():
-        try:
-            cache = FrozenPrefix(path, key)
-            if cache.lengths == [len(ids) for ids in data.ids]:
-                log.info("frozen-prefix cache: reusing %s", path)
-                return cache
-            log.warning("frozen-prefix cache: %s holds %d examples whose lengths differ from these %d; %s", path,
-                        len(cache), len(data), "rebuilding it" if build else "not using it (the layers run instead)")
-        except AfroCometError as exc:
-            log.warning("frozen-prefix cache: %s; %s", exc, "rebuilding it" if build else "not using it (the "
-                        "layers run instead)")
-    if not build:
-        return None
+    cache = open_existing(path, key, FrozenPrefix, data, name="frozen-prefix cache", build=build,
+                          fallback="the layers run instead")
+    if cache is not None or not build:
+        return cache
     build_prefix_cache(path, model, n, data, pad_id, key, dtype=dtype, batch_size=batch_size, device=device)
     log.info("frozen-prefix cache: built %s (%d examples, embeddings + %d layers) in %.1fs", path, len(data), n,
              time.perf_counter() - t0)
