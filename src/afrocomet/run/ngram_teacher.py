@@ -74,30 +74,51 @@ def task_temperature(ctx: Context) -> float:
 
 def fit_ngram_teacher(ctx: Context, teacher: nn.Module) -> NgramTeacher:
     """Per language: the n-gram model with C chosen on dev, its dev/test probabilities and out-of-fold
-    training probabilities; then w chosen on dev against the transformer's dev logits."""
+    training probabilities (the languages fit in parallel, `_jobs`); then w chosen on dev against the
+    transformer's dev logits."""
+    from joblib import Parallel, delayed
+
+    t0, seed, classes = time.perf_counter(), ctx.config.seed, len(ctx.data.labels)
+    splits = {lang: {split: (ds.texts(split), ds.label_ids(split)) for split in ("train", "dev", "test")}
+              for lang, ds in ctx.data.datasets.items()}
+    jobs = _jobs(ctx, len(splits))
+    fits = Parallel(n_jobs=jobs)(delayed(fit_language)(s, classes, seed) for s in splits.values()) if jobs > 1 \
+        else [fit_language(s, classes, seed) for s in splits.values()]
+    per = dict(zip(splits, fits))
+    combined = NgramTeacher(1.0, task_temperature(ctx), *({lang: f[k] for lang, f in per.items()}
+                                                            for k in ("train", "dev", "test", "selection")),
+                            out_of_fold={lang: f["oof_f1"] for lang, f in per.items()})
+    combined.weight_search = weight_scores(ctx, teacher, combined)
+    combined.weight = float(max(combined.weight_search, key=lambda w: (combined.weight_search[w], float(w))))
+    combined.seconds = time.perf_counter() - t0
+    log.info("combined teacher: w %.1f of the transformer chosen on dev (%s); n-gram C %s; %.1fs", combined.weight,
+             ", ".join(f"{w}: {v:.4f}" for w, v in combined.weight_search.items()),
+             ", ".join(f"{lang} {s['C']:g}" for lang, s in combined.selection.items()), combined.seconds)
+    return combined
+
+
+def fit_language(splits: dict[str, tuple[list[str], list[int]]], classes: int, seed: int) -> dict:
+    """One language's n-gram model: C chosen on dev; probabilities on dev and test, out of fold on train."""
     from sklearn.metrics import f1_score
 
     from afrocomet.models import ngram
 
-    t0, seed, classes = time.perf_counter(), ctx.config.seed, len(ctx.data.labels)
-    train, dev, test, selection, oof_f1 = {}, {}, {}, {}, {}
-    for lang, ds in ctx.data.datasets.items():
-        y = ds.label_ids("train")
-        model, C, scores = ngram.select(ds.texts("train"), y, ds.texts("dev"), ds.label_ids("dev"), seed=seed,
-                                        num_classes=classes)
-        dev[lang], test[lang] = model.predict_proba(ds.texts("dev")), model.predict_proba(ds.texts("test"))
-        train[lang] = ngram.out_of_fold_proba(ds.texts("train"), y, classes, C=C, seed=seed)
-        selection[lang] = {"C": C, "dev_weighted_f1": {f"{c:g}": v for c, v in scores.items()}}
-        oof_f1[lang] = float(f1_score(y, train[lang].argmax(-1), average="weighted", zero_division=0.0))
-    combined = NgramTeacher(1.0, task_temperature(ctx), train, dev, test, selection, out_of_fold=oof_f1)
-    combined.weight_search = weight_scores(ctx, teacher, combined)
-    combined.weight = max(combined.weight_search, key=lambda w: (combined.weight_search[w], float(w)))
-    combined.weight = float(combined.weight)
-    combined.seconds = time.perf_counter() - t0
-    log.info("combined teacher: w %.1f of the transformer chosen on dev (%s); n-gram C %s; %.1fs", combined.weight,
-             ", ".join(f"{w}: {v:.4f}" for w, v in combined.weight_search.items()),
-             ", ".join(f"{lang} {s['C']:g}" for lang, s in selection.items()), combined.seconds)
-    return combined
+    (x, y), (x_dev, y_dev), (x_test, _) = splits["train"], splits["dev"], splits["test"]
+    counted = ngram.count_ngrams(x)  # each tweet's n-grams, once for both
+    model, C, scores = ngram.select(x, y, x_dev, y_dev, seed=seed, num_classes=classes, counted=counted)
+    train = ngram.out_of_fold_proba(x, y, classes, C=C, seed=seed, counted=counted)
+    return {"train": train, "dev": model.predict_proba(x_dev), "test": model.predict_proba(x_test),
+            "selection": {"C": C, "dev_weighted_f1": {f"{c:g}": v for c, v in scores.items()}},
+            "oof_f1": float(f1_score(y, train.argmax(-1), average="weighted", zero_division=0.0))}
+
+
+def _jobs(ctx: Context, languages: int) -> int:
+    """Languages fit at once: the run's threads, else the cores this process may use; one per language at most.
+    (Each fit is single-threaded; the results do not depend on the count.)"""
+    import os
+
+    cores = ctx.config.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    return max(1, min(languages, int(cores or 1)))
 
 
 def weight_scores(ctx: Context, teacher: nn.Module, combined: NgramTeacher) -> dict[str, float]:
