@@ -157,7 +157,8 @@ def test_quick_with_a_config_file_is_refused_in_one_line(tmp_path, capsys, comma
 
     save_config(default_config(), tmp_path / "c.yaml")
     out = tmp_path / "out"
-    argv = [*command, "--quick", "--config", str(tmp_path / "c.yaml")] + (["--out", str(out)] if command != ["doctor"] else [])
+    argv = [*command, "--quick", "--config", str(tmp_path / "c.yaml")]
+    argv += ["--out", str(out)] if command != ["doctor"] else []
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("afrocomet: error: --quick cannot be combined with --config")

@@ -26,7 +26,8 @@ def config_cmd(quick: bool, teacher: str | None) -> None:
 def _run_options(fn):
     """Options of `run` and `distill`: --quick, one per config field, then how to run."""
     options = [
-        click.option("--quick", is_flag=True, help="Tiny sizes and few steps (about a minute), for tests and a look."),
+        click.option("--quick", is_flag=True,
+                     help="Tiny sizes and few steps (a few minutes on 2 CPU cores), for tests and a look."),
         config_options,
         click.option("--overwrite", is_flag=True, help="Replace an output folder that holds another run."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
