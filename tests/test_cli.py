@@ -91,6 +91,7 @@ RUN_FLAGS = {  # the flags of `afrocomet run` / `distill` as users know them: na
     "--compare-init", "--no-teacher-cache", "--trust-remote-code", "--trim-vocab", "--no-trim-vocab", "--overwrite",
     "--max-length", "--normalize", "--freeze-teacher-embeddings", "--no-freeze-teacher-embeddings",
     "--freeze-teacher-layers", "--threads", "--train-rows", "--dev-rows", "--ngram-teacher", "--no-ngram-teacher",
+    "--no-frozen-cache",
     "--quiet", "--num-processes", "--resume", "--help", "-h"}
 
 

@@ -147,6 +147,13 @@ class StageConfig:
     teacher_cache: bool = field(default=True, metadata={
         "help": "Run the teacher every step of stage 2 instead of reading its cached outputs (stored in fp16).",
         "flag": "--no-teacher-cache", "all_stages": True})
+    # a model fine-tuned with its embeddings and lowest N >= 1 layers frozen (freeze_teacher_*): their outputs
+    # are computed once per training example in eval mode (stored in fp16) and the stage runs layers N.. only
+    # (distill/frozen_prefix.py); off, the frozen layers run every step in train mode (dropout there too)
+    frozen_cache: bool = field(default=True, metadata={
+        "help": "Run the frozen lower teacher layers every step of teacher fine-tuning instead of reading "
+                "their cached outputs (computed once in eval mode, stored in fp16).",
+        "flag": "--no-frozen-cache", "all_stages": True})
     # masked LM
     mlm_probability: float = 0.15
     # evaluation

@@ -93,7 +93,8 @@ def _say_once(message: str) -> None:
         log.warning(message)
 
 
-def _update_tensor(h, name: str, t: torch.Tensor) -> None:
+def hash_tensor(h, name: str, t: torch.Tensor) -> None:
+    """Feed tensor `t` (its name, dtype, shape and bytes) to the hash `h` (also distill/frozen_prefix.py)."""
     t = t.detach().to("cpu").contiguous()
     h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
     h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
@@ -105,7 +106,7 @@ def teacher_fingerprint(teacher: nn.Module) -> str:
     config = {k: getattr(teacher.config, k, None) for k in _CONFIG_FIELDS}
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(teacher.state_dict().items()):
-        _update_tensor(h, name, tensor)
+        hash_tensor(h, name, tensor)
     return h.hexdigest()
 
 
@@ -250,20 +251,30 @@ def open_or_build(teacher: nn.Module, data: Encoded, tokenizer, layers: list[int
     t0 = time.perf_counter()
     key = cache_key(teacher, data, tokenizer, layers, matching)
     path = cache_dir() / f"{key}.safetensors"
-    if path.is_file():
-        try:
-            cache = TeacherCache(path, key)
-            if cache.lengths == [len(ids) for ids in data.ids]:
-                log.info("teacher cache: reusing %s", path)
-                return cache
-            log.warning("teacher cache: %s holds %d examples whose lengths differ from these %d; %s", path,
-                        len(cache), len(data), "rebuilding it" if build else "not using it (the teacher runs instead)")
-        except AfroCometError as exc:
-            log.warning("teacher cache: %s; %s", exc, "rebuilding it" if build else "not using it (the teacher runs "
-                        "instead)")
-    if not build:
-        return None
+    cache = open_existing(path, key, TeacherCache, data, name="teacher cache", build=build,
+                          fallback="the teacher runs instead")
+    if cache is not None or not build:
+        return cache
     build_cache(path, teacher, data, tokenizer.pad_token_id, layers, key, batch_size=batch_size, device=device)
     log.info("teacher cache: built %s (%d examples, layers %s) in %.1fs", path, len(data), layers,
              time.perf_counter() - t0)
     return TeacherCache(path, key)
+
+
+def open_existing(path: Path, key: str, open_file, data: Encoded, *, name: str, build: bool, fallback: str):
+    """A cache file already at `path`, opened with `open_file(path, key)` when it holds `data`'s examples
+    (the same lengths); else None: absent, or damaged or for other inputs (one warning line saying it
+    is rebuilt when `build`, else that `fallback` happens). Both caches (this one and
+    distill/frozen_prefix.py) open their files through it."""
+    if not path.is_file():
+        return None
+    try:
+        cache = open_file(path, key)
+        if cache.lengths == [len(ids) for ids in data.ids]:
+            log.info("%s: reusing %s", name, path)
+            return cache
+        log.warning("%s: %s holds %d examples whose lengths differ from these %d; %s", name, path, len(cache),
+                    len(data), "rebuilding it" if build else f"not using it ({fallback})")
+    except AfroCometError as exc:
+        log.warning("%s: %s; %s", name, exc, "rebuilding it" if build else f"not using it ({fallback})")
+    return None

@@ -74,6 +74,7 @@ class HybridLoss(nn.Module):
         self.uses_teacher = "kd" in self.weights or "attention" in self.weights
         self.matcher = None
         self.cache = None  # a distill.cache.TeacherCache standing in for the teacher (set by the trainer)
+        self.prefix = None  # a distill.frozen_prefix.FrozenPrefix standing in for the student's frozen layers (same)
         if "attention" in self.weights:
             from afrocomet.distill.matching import build_matcher
 
@@ -85,7 +86,8 @@ class HybridLoss(nn.Module):
         # hooks on the matched layers only, for this forward pass (the student's only when cached)
         live = teacher if self.cache is None else None
         with self.matcher.capture(student, live) if self.matcher else contextlib.nullcontext():
-            s_out = model_outputs(student, batch, self.task)
+            with self.prefix.feeding(student, batch) if self.prefix is not None else contextlib.nullcontext():
+                s_out = model_outputs(student, batch, self.task)  # from the cached states of its frozen layers
             t_out = self.teacher_outputs(teacher, batch) if self.uses_teacher else {}
             losses: dict[str, torch.Tensor] = {}
             if "hard" in self.weights:

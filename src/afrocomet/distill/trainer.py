@@ -10,7 +10,7 @@ every `grad_accum` batches the optimizer's step. Its collaborators each have one
 and loss module (objective.py), the step plan and optimizer (optimization.py), dev evaluation and
 early stopping (early_stopping.py), the log and progress bar (steplog.py), checkpoints
 (checkpoint.py), processes (parallel.py), the memory and invariant pre-flight (memory.py,
-invariants.py). None of them imports the doctor (doctor.py imports the trainer).
+invariants.py), the teacher-output and frozen-prefix caches (cache.py, frozen_prefix.py). None of them imports the doctor (doctor.py imports the trainer).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class StageResult:
     log: str | None = None
     teacher_cache: str | None = None  # path of the teacher-output cache read instead of the teacher
     skipped_batches: int = 0  # masked-LM batches with no masked token (no signal), skipped and not counted as steps
+    frozen_cache: dict | None = None  # the frozen-prefix cache read instead of the frozen layers: path, layers, dtype
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,11 +81,30 @@ def _teacher_cache(cfg: StageConfig, student: nn.Module, teacher: nn.Module, tra
                          batch_size=max(64, cfg.batch_size))
 
 
+def _frozen_prefix(cfg: StageConfig, model: nn.Module, train: Encoded, tokenizer, loss_fn: HybridLoss,
+                   device: torch.device, build: bool | None = None):
+    """The frozen-prefix cache (distill/frozen_prefix.py) of `model` for this stage where it applies:
+    a classification stage with no attention term (no hooks on the student's layers) whose model has
+    its embeddings and lowest N >= 1 layers frozen (embeddings alone: their forward is a lookup,
+    not worth gigabytes of states); built when `build`, or (None) when the stage reads an epoch."""
+    from afrocomet.distill.frozen_prefix import frozen_layers, open_or_build
+
+    if not cfg.frozen_cache or loss_fn.task != "classification" or loss_fn.matcher is not None:
+        return None
+    n = frozen_layers(model)
+    if not n:
+        return None
+    build = reads_an_epoch(cfg, len(train)) if build is None else build
+    return open_or_build(model, train, tokenizer.pad_token_id, n, device=device, build=build,
+                         batch_size=max(64, cfg.batch_size))
+
+
 def _start(cfg: StageConfig, student: nn.Module, teacher: nn.Module | None, train: Encoded, tokenizer,
            device: torch.device, seed: int, build_cache: bool | None) -> tuple[HybridLoss, MLMMasker | None, float]:
     """Everything before the first batch: the stage's sanity and memory checks, the seed, the models'
     modes, the loss module, the teacher's pre-flight invariants and output cache, the MLM masker.
-    Returns (loss, masker, start time); the stage's time includes building a teacher cache."""
+    Returns (loss, masker, start time); the stage's time includes building a teacher cache (or the
+    frozen-prefix cache of the model it trains)."""
     if teacher is None and cfg.kind in DISTILL_KINDS and (cfg.kd_weight > 0 or cfg.attention_weight > 0):
         raise AfroCometError(f"stage '{cfg.name}' ({cfg.kind}) has KD/attention weights but no teacher")
     if len(train) == 0:
@@ -101,6 +121,7 @@ def _start(cfg: StageConfig, student: nn.Module, teacher: nn.Module | None, trai
     if loss_fn.uses_teacher:  # only with a teacher (HybridLoss)
         preflight_invariants(cfg, student, teacher, train, tokenizer)
         loss_fn.cache = _teacher_cache(cfg, student, teacher, train, tokenizer, device, build_cache)
+    loss_fn.prefix = _frozen_prefix(cfg, student, train, tokenizer, loss_fn, device, build_cache)
     masker = MLMMasker(tokenizer, cfg.mlm_probability, seed=seed) if loss_fn.task == "mlm" else None
     return loss_fn, masker, start
 
@@ -117,7 +138,7 @@ def _batches(train: Encoded, cfg: StageConfig, tokenizer, loop: LoopState, *, se
                 continue  # consumed before the checkpoint this run resumes from
             batch = collate(train, index, tokenizer.pad_token_id)
             if cached:
-                batch["index"] = torch.tensor(index)  # [b] rows of the teacher cache
+                batch["index"] = torch.tensor(index)  # [b] rows of the teacher / frozen-prefix cache
             if masker is not None:
                 batch = masker(batch)
                 if not (batch["mlm_labels"] != -100).any():
@@ -161,7 +182,8 @@ def train_stage(cfg: StageConfig, student: nn.Module, train: Encoded, *, tokeniz
     without improvement. With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every`
     steps (the newest `cfg.keep_checkpoints` kept); `resume_from` (a checkpoint folder) continues
     exactly where it was written: same batches, masks, dropout, optimizer and scheduler state.
-    `build_cache` overrides when a teacher-output cache is built (None: when the stage reads an epoch).
+    `build_cache` overrides when a teacher-output or frozen-prefix cache is built (None: when the
+    stage reads an epoch).
     """
     device = torch.device(device) if isinstance(device, str) else device
     loss_fn, masker, start = _start(cfg, student, teacher, train, tokenizer, device, seed, build_cache)
@@ -179,7 +201,8 @@ def train_stage(cfg: StageConfig, student: nn.Module, train: Encoded, *, tokeniz
     start -= loop.seconds  # a resumed stage counts the time before its checkpoint
     skipped = [0]
     batches = _batches(train, cfg, tokenizer, loop, seed=seed, alpha=alpha, masker=masker,
-                       cached=loss_fn.cache is not None, procs=procs, device=device, skipped=skipped)
+                       cached=loss_fn.cache is not None or loss_fn.prefix is not None, procs=procs, device=device,
+                       skipped=skipped)
     step, micro = loop.step, loop.micro
     try:
         while step < plan.total_steps:
@@ -217,4 +240,5 @@ def train_stage(cfg: StageConfig, student: nn.Module, train: Encoded, *, tokeniz
         log_skipped(cfg, skipped[0])
     return StageResult(cfg.name, cfg.kind, step, round(step / plan.steps_per_epoch, 3),
                        round(time.perf_counter() - start, 2), log.terms(), best_score, stopper.best_step,
-                       stopper.stopped, log.path, None if loss_fn.cache is None else str(loss_fn.cache.path), skipped[0])
+                       stopper.stopped, log.path, None if loss_fn.cache is None else str(loss_fn.cache.path), skipped[0],
+                       frozen_cache=None if loss_fn.prefix is None else loss_fn.prefix.describe())

@@ -5,7 +5,8 @@ Each stage's planned optimizer steps (its epochs and max_steps over the run's da
 plans them) times the time of one step of its models, measured here on a few steps at the stage's
 batch size and the training text's mean length: the trained model's encoder forward and backward,
 plus the teacher's forward where the stage reads a teacher. Dev evaluations, early stopping, the
-optimizer update and the teacher-output cache are not counted, so it is a first-order figure.
+optimizer update and the teacher-output and frozen-prefix caches are not counted, so it is a
+first-order figure.
 Timing runs under a forked RNG and leaves no gradient behind: the run's numbers do not change.
 """
 
