@@ -148,3 +148,40 @@ def test_flags_override_a_config_file_and_leave_the_rest(tmp_path):
     params = run.make_context("run", ["--config", str(tmp_path / "c.yaml"), "--seed", "9"]).params
     resolved = _resolve_config(params.pop("config_file"), params)
     assert resolved.seed == 9 and resolved.out == str(tmp_path / "from-file") and resolved.data.languages == ["yor"]
+
+
+@pytest.mark.parametrize("command", [["run"], ["distill"], ["doctor"]])
+def test_quick_with_a_config_file_is_refused_in_one_line(tmp_path, capsys, command):
+    """--quick used to be ignored beside --config (RunConfig.quick did nothing): now it is refused."""
+    from afrocomet.config import save_config
+    from afrocomet.run import default_config
+
+    save_config(default_config(), tmp_path / "c.yaml")
+    out = tmp_path / "out"
+    argv = [*command, "--quick", "--config", str(tmp_path / "c.yaml")]
+    argv += ["--out", str(out)] if command != ["doctor"] else []
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("afrocomet: error: --quick cannot be combined with --config")
+    assert str(tmp_path / "c.yaml") in err[0] and "afrocomet config --quick" in err[0]
+    assert not out.exists()
+
+
+def test_quick_with_resume_is_refused(tmp_path, capsys):
+    from afrocomet.config import save_config
+    from afrocomet.run import default_config
+
+    partial = tmp_path / "r.partial"
+    partial.mkdir()
+    config = default_config(quick=True)
+    config.out = str(tmp_path / "r")
+    save_config(config, partial / "config.yaml")
+    assert main(["run", "--quick", "--resume", str(partial)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--quick cannot be combined with --resume" in err[0]
+    assert sorted(p.name for p in partial.iterdir()) == ["config.yaml"]
+
+
+def test_quick_alone_still_builds_the_quick_variant():
+    config = _resolve_config(None, _opts(quick=True))
+    assert config.quick is True and config.model.teacher == "tiny-teacher" and config.out == "runs/quick"

@@ -58,11 +58,19 @@ def test_results_json_has_every_promised_key(quick_run):
     assert set(results["tokenizer_coverage"]["per_language"]) == set(LANGS)
     saved = yaml.safe_load((quick_run / "config.yaml").read_text())
     assert saved == results["config"]
+    from importlib import metadata
+
+    from afrocomet.environment import KEY_PACKAGES
+
+    env = results["environment"]  # identical metrics need identical versions: every one recorded
+    assert env["python"] == sys.version.split()[0] and env["platform"]
+    assert {name: env["packages"][name] for name in KEY_PACKAGES} == {name: metadata.version(name) for name in KEY_PACKAGES}
 
 
 def test_report_plots_and_logs(quick_run):
     report = (quick_run / "report.md").read_text()
     assert "weighted F1" in report
+    assert f"- **environment**: Python {sys.version.split()[0]} on " in report.split("## Results")[0]
     for png in ("weighted_f1_by_language.png", "confusion_teacher.png", "confusion_student.png", "loss_stage1.png"):
         path = quick_run / "plots" / png
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -145,6 +145,21 @@ def test_minimal_results_still_give_a_report(tmp_path):
     assert write_report({}, tmp_path / "empty").read_text(encoding="utf-8").startswith("# afrocomet run report")
 
 
+def test_what_was_run_names_the_package_versions(tmp_path):
+    """results.json `environment` -> one line of "What was run" (the key packages; the rest counted)."""
+    env = {"python": "3.11.7", "platform": "Linux-6.1-x86_64", "packages": {
+        "accelerate": "1.16.0", "numpy": "2.4.6", "safetensors": "0.8.0", "scikit-learn": "1.9.1", "scipy": "1.17.1",
+        "tokenizers": "0.23.3", "torch": "2.13.0+cpu", "transformers": "5.25.0"}}
+    report = write_report({**full_results(tmp_path), "environment": env}, tmp_path).read_text(encoding="utf-8")
+    run_section = report.split("## What was run", 1)[1].split("\n## ", 1)[0]
+    assert ("- **environment**: Python 3.11.7 on Linux-6.1-x86_64; torch 2.13.0+cpu, transformers 5.25.0, "
+            "tokenizers 0.23.3, scikit-learn 1.9.1, numpy 2.4.6, safetensors 0.8.0, accelerate 1.16.0 and 1 more in "
+            "results.json `environment` (identical metrics need identical versions: constraints.txt)") in run_section
+    (tmp_path / "old").mkdir()
+    old = write_report(full_results(tmp_path / "old"), tmp_path / "old").read_text(encoding="utf-8")
+    assert "## What was run" in old and "**environment**" not in old  # results.json of older versions
+
+
 def test_read_log_skips_broken_lines(tmp_path):
     path = tmp_path / "log.jsonl"
     path.write_text('{"step": 1, "kd": 2.0}\nnot json\n[1, 2]\n{"dev_score": 0.3}\n{"step": 2, "dev_score": 0.4}\n{"ste',

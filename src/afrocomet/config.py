@@ -178,6 +178,8 @@ class RunConfig:
     threads: int | None = field(default=None, metadata={
         "help": "CPU threads for training and timing (default: torch's for training, the free cores for timing).",
         "min": 1})
+    # a record: True in the config of the built-in --quick variant (default_config(quick=True)); it changes
+    # nothing when a file sets it, and `--quick` beside --config / --resume is refused (cli/run_cmd.py)
     quick: bool = False
     ablations: bool = field(default=True, metadata={  # also train student_kd_only and student_no_distill
         "help": "Train only the hybrid student (no kd-only / no-distill).", "flag": "--no-ablations"})

@@ -45,6 +45,7 @@ from afrocomet.cli.doctor_cmd import doctor
 from afrocomet.cli.model_cmds import bench, evaluate, export, predict
 from afrocomet.cli.run_cmd import _resolve_config, config_cmd, distill, run
 from afrocomet import quiet
+from afrocomet.environment import check_torch
 from afrocomet.errors import AfroCometError
 
 __all__ = ["cli", "main", "run", "_resolve_config"]  # run and _resolve_config: the tests build configs with them
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)  # kept to start it again under `accelerate launch`
     try:
         with quiet.cli_output():  # warnings as one `afrocomet: warning:` line; library noise only with --verbose
+            check_torch()  # below torch 2.6 transformers 5 turns PyTorch off: say so before any command starts
             cli.main(args=argv, prog_name="afrocomet", standalone_mode=False, obj={"argv": args})
     except AfroCometError as exc:
         click.echo(f"afrocomet: error: {exc}", err=True)

@@ -26,6 +26,10 @@ def doctor(config_file: Path | None, quick: bool, data_dir: Path | None, device:
     from afrocomet.distill.doctor import run_doctor
     from afrocomet.run import default_config
 
+    if quick and config_file:
+        from afrocomet.cli.run_cmd import refuse_quick_with
+
+        refuse_quick_with(f"--config {config_file}")
     config = load_config(config_file) if config_file else default_config(quick=quick)
     if data_dir is not None:
         config.data.data_dir = str(data_dir)

@@ -26,7 +26,8 @@ def config_cmd(quick: bool, teacher: str | None) -> None:
 def _run_options(fn):
     """Options of `run` and `distill`: --quick, one per config field, then how to run."""
     options = [
-        click.option("--quick", is_flag=True, help="Tiny sizes and few steps (about a minute), for tests and a look."),
+        click.option("--quick", is_flag=True,
+                     help="Tiny sizes and few steps (a few minutes on 2 CPU cores), for tests and a look."),
         config_options,
         click.option("--overwrite", is_flag=True, help="Replace an output folder that holds another run."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
@@ -68,17 +69,26 @@ def _resolve_config(config_file: Path | None, opts: dict, base=None):
     from afrocomet.run import default_config
 
     quick = opts["quick"]
+    if quick and (config_file or base is not None):
+        refuse_quick_with(f"--config {config_file}" if config_file else f"--resume {opts.get('resume')}")
     if config_file:
         config = load_config(config_file)
     else:
         config = base if base is not None else default_config(quick=quick, teacher=opts["teacher"])
-    config.quick = config.quick or quick
     if opts["out"] is None and config_file is None and base is None:
         config.out = "runs/quick" if quick else "runs/afrocomet"
     apply_flags(config, opts)
     if opts["sampling_alpha"] is not None and opts["alpha_candidates"] is None:
         config.data.alpha_candidates = []  # a fixed alpha was asked for: no search
     return validate(config)
+
+
+def refuse_quick_with(what: str) -> None:
+    """--quick picks the built-in default's tiny variant: a config file (or a resumed run's saved
+    config) already fixes every size and step, so --quick beside it is refused rather than ignored."""
+    raise AfroCometError(f"--quick cannot be combined with {what}: --quick selects the built-in default's tiny "
+                         "variant, and a config already sets every size and step; drop --quick, or start from "
+                         "`afrocomet config --quick > run.yaml`")
 
 
 def _run(config_file: Path | None, opts: dict) -> None:

@@ -1,11 +1,14 @@
 """What a stage reports as it trains: `log.jsonl` (one line per optimizer step, one per dev
-evaluation), the progress bar, and each loss term's history (its first and last window means
-go into the stage's result)."""
+evaluation), the progress (a bar on a terminal, plain lines in a log), and each loss term's history
+(its first and last window means go into the stage's result)."""
 
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 from afrocomet.distill.checkpoint import LoopState
 
@@ -28,22 +31,89 @@ def _open_log(out: Path | None, offset: int | None):
     return open(path, "a", encoding="utf-8")
 
 
+LINE_PERCENT = 10  # without a terminal: a line each time another 10% of a stage's steps is done ...
+LINE_SECONDS = 10.0  # ... unless the last line is younger than this (a probe of a few seconds: its end line only)
+
+
+class LineProgress:
+    """The progress of a stage when stderr is not a terminal (CI, nohup, a log file): no carriage
+    returns, a line `HH:MM:SS <stage>: <step>/<total> steps (<p>%), <s>s, ~<s>s left; <terms>` every
+    LINE_PERCENT% (at most one per LINE_SECONDS) and one at the end. The part of tqdm's interface
+    StepLog uses: update, set_postfix, close."""
+
+    def __init__(self, total: int, initial: int, desc: str, stream=None, clock: Callable[[], float] = time.monotonic):
+        self.total, self.n, self.desc, self.clock = max(int(total), 1), int(initial), desc, clock
+        self.stream = stream if stream is not None else sys.stderr
+        self.start = self.last = clock()
+        self.first, self.next_percent, self.postfix = self.n, self._after(self.n), ""
+
+    def _after(self, n: int) -> int:
+        return (100 * n // self.total) // LINE_PERCENT * LINE_PERCENT + LINE_PERCENT
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        percent = 100 * self.n // self.total
+        if percent < self.next_percent or self.n >= self.total:  # the end has its own line (close)
+            return
+        self.next_percent = self._after(self.n)
+        if self.clock() - self.last >= LINE_SECONDS:
+            elapsed, done = self.clock() - self.start, self.n - self.first
+            left = f", ~{elapsed / done * (self.total - self.n):.0f}s left" if done > 0 else ""
+            self._line(f"{self.n}/{self.total} steps ({percent}%), {elapsed:.0f}s{left}")
+
+    def set_postfix(self, values: dict) -> None:
+        self.postfix = ", ".join(f"{k} {v}" for k, v in values.items())
+
+    def close(self) -> None:
+        """The stage's line: its steps and time (none while an exception unwinds: the error says it)."""
+        if self.stream is None or sys.exc_info()[0] is not None:
+            self.stream = None
+            return
+        ended = "" if self.n >= self.total else " (stopped early)"
+        self._line(f"{self.n}/{self.total} steps{ended} in {self.clock() - self.start:.0f}s")
+        self.stream = None
+
+    def _line(self, text: str) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(f"{time.strftime('%H:%M:%S')} {self.desc}: {text}"
+                              + (f"; {self.postfix}" if self.postfix else "") + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # stderr closed: nowhere to say it
+            self.stream = None
+        self.last = self.clock()
+
+
+def progress_bar(total: int, initial: int, desc: str, enabled: bool):
+    """tqdm's bar on a terminal (or in a notebook); LineProgress lines when stderr is anything else."""
+    from tqdm.auto import tqdm
+
+    if enabled and not _terminal() and not tqdm.__module__.startswith("tqdm.notebook"):
+        return LineProgress(total, initial, desc)
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def _terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 class StepLog:
     """The log of one stage in `out` (None: no file, e.g. on a process other than the main one).
     `loop` is where the stage starts (a checkpoint's history and log offset when `resumed`)."""
 
     def __init__(self, out: str | Path | None, loop: LoopState, *, resumed: bool, name: str, total_steps: int,
                  log_every: int, progress: bool):
-        from tqdm.auto import tqdm
-
         out = Path(out) if out is not None else None
         self.fh = _open_log(out, loop.log_offset if resumed else None)
         self.path = None if out is None else str(out / "log.jsonl")
         self.history = loop.history
         self.pending = 0  # micro-steps added since the last optimizer step (a checkpoint is at a step: 0)
         self.log_every, self.total_steps = log_every, total_steps
-        self.bar = tqdm(total=total_steps, initial=loop.step, desc=name, disable=not progress, leave=False,
-                        dynamic_ncols=True)
+        self.bar = progress_bar(total_steps, loop.step, name, progress)
 
     def add(self, values: dict[str, float]) -> None:
         """One micro-step's loss values (each term, then `total`)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from afrocomet.environment import describe as describe_environment
 from afrocomet.evaluate import format_table
 from afrocomet.evaluate import is_number as _is_number
 from afrocomet.report.cite import AFRISENTI_BIBTEX, AFRISENTI_LICENCE, PAPER_BIBTEX
@@ -51,6 +52,7 @@ def _run_section(results: Mapping) -> list[str]:
     items.append(("total wall time", _fmt_seconds(float(wall)) if _is_number(wall) else ""))
     version, created = results.get("afrocomet_version"), results.get("created")
     items.append(("afrocomet", " ".join(x for x in (str(version or ""), f"({created})" if created else "") if x)))
+    items.append(("environment", describe_environment(results.get("environment"))))
     lines = [f"- **{k}**: {v}" for k, v in items if v]
     return ["## What was run", "", *lines, ""] if lines else []
 

@@ -163,6 +163,7 @@ def collect_results(ctx: Context, models: Models, languages: dict, seeds: list[i
     """results.json: metrics per language and on average, retention, efficiency, stages, settings."""
     from afrocomet import __version__
     from afrocomet.config import to_dict
+    from afrocomet.environment import environment
     from afrocomet.evaluate import average_metrics, retention
 
     systems = list(next(iter(languages.values())))
@@ -179,6 +180,7 @@ def collect_results(ctx: Context, models: Models, languages: dict, seeds: list[i
         "sampling": {"alpha": ctx.sampling_alpha, "search": ctx.alpha_search,
                      "per_language": len(students) > 1},
         "config": to_dict(ctx.config),
+        "environment": environment(),  # Python, platform, every package version (identical metrics need them)
     }
     if ctx.ngram is not None:
         results["ngram_teacher"] = ctx.ngram.record()
