@@ -78,3 +78,27 @@ def test_rows_note_is_the_reports_own(bench):
     assert rows_text({"hau": {"train": [1500, 14172], "dev": [300, 2677]}}).startswith(
         "hau train 1,500 of 14,172, dev 300 of 2,677 (a seeded sample")
     assert rows_text(None) == "" and rows_text({}) == ""
+
+
+@pytest.fixture(scope="module")
+def default_bench():
+    sys.path.insert(0, str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("default_run", SCRIPT.parent / "default_run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_default_run_table_and_goals(default_bench):
+    r = _results()
+    r["languages"]["ibo"], r["languages"]["yor"] = r["languages"]["hau"], r["languages"]["kin"]
+    r.update(retention_teacher="teacher_combined", wall_seconds=840.0)
+    r["retention"]["weighted_f1"] = 0.96
+    r["efficiency"]["ratios"]["latency"] = 4.5
+    rows, columns = default_bench.score_rows(r)
+    assert columns == ["system", "avg", "seen (hau, swa)", "unseen (ibo, kin, yor)"]
+    assert [row["system"] for row in rows][:3] == ["transformer teacher", "char n-gram", "combined teacher"]
+    lines = default_bench.goal_lines(r)
+    assert lines[0].startswith("- combined teacher >= char TF-IDF (avg): 67.00 vs 64.00 (met)")
+    assert "55.00 vs 35.00 + 1 (met)" in lines[1] and "0.960 (met)" in lines[2] and "4.50x (met)" in lines[3]
+    assert lines[4] == "- run <= 15 min: 14.0 min (met)" and lines[5].endswith("(+3.00)")

@@ -4,10 +4,12 @@ evaluate -> efficiency -> report.
 The stages themselves all go through `distill.trainer.train_stage` (see `Context.train`); this module
 only decides which models and data each step gets, and in what order. Systems compared in one run:
 
-- `teacher`, `student` (hybrid: KD + attention + labels),
-- `student_kd_only` (attention weight 0), `student_no_distill` (labels only, same budget),
-  `student_labels_converged` (labels only, trained to convergence on dev, lr chosen on dev),
-- `tfidf_baseline` (char 2-5-gram TF-IDF + logistic regression), `majority`.
+- `teacher` (the transformer), `tfidf_baseline` (char 2-5-gram TF-IDF + logistic regression, C chosen on
+  dev: the n-gram model), `teacher_combined` (their class probabilities mixed, w chosen on dev:
+  run/ngram_teacher.py; what stage 2's logit KD reads unless `--no-ngram-teacher`),
+- `student` (hybrid: KD + attention + labels), `student_paper` (stage 2 from the transformer alone, the
+  paper's method), `student_kd_only` (attention weight 0), `student_no_distill` (labels only), every
+  student row trained by one rule (run/students.py `converged`, lr chosen on dev), `majority`.
 """
 
 from __future__ import annotations
