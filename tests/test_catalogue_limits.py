@@ -5,10 +5,8 @@ a subprocess (its real stderr): exit 2 (130 for Ctrl-C), one line, no traceback,
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -189,8 +187,9 @@ def test_yaml_float_without_a_dot_is_a_number(work):
     from afrocomet.config import load_config
 
     config = work / "run.yaml"
-    config.write_text("data:\n  train: missing.tsv\n  test: test.tsv\n  alpha_candidates: [1e-1, 5E-1]\nstages:\n  - name: s\n"
-                      "    kind: distill-task\n    lr: 5e-4\n    temperature: 2e0\n", encoding="utf-8")
+    config.write_text("data:\n  train: missing.tsv\n  test: test.tsv\n  alpha_candidates: [1e-1, 5E-1]\n"
+                      "stages:\n  - name: s\n    kind: distill-task\n    lr: 5e-4\n    temperature: 2e0\n",
+                      encoding="utf-8")
     loaded = load_config(config)
     assert loaded.stages[0].lr == 5e-4 and loaded.stages[0].temperature == 2.0
     assert loaded.data.alpha_candidates == [0.1, 0.5]

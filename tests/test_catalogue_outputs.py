@@ -270,3 +270,22 @@ def test_disk_full_during_import_e5_in_process(work, capsys, monkeypatch):
     (work / "e5").mkdir()
     (work / "e5" / "README.md").write_text("earlier\n")
     _fails_in_process(capsys, work, ["import-e5", "--out", str(work / "e5")], "could not write folder: No space left")
+
+
+def test_the_shared_check_sees_through_links(tmp_path):
+    """`afrocomet.outputs`: a symbolic or hard link to an input is that input; a new name beside it is fine."""
+    from afrocomet.errors import AfroCometError
+    from afrocomet.outputs import check_output_file, check_output_folder
+
+    src = tmp_path / "in.tsv"
+    src.write_text("tweet\nina\n")
+    (tmp_path / "soft.tsv").symlink_to("in.tsv")
+    os.link(src, tmp_path / "hard.tsv")
+    for name in ("soft.tsv", "hard.tsv", "sub/../in.tsv"):
+        with pytest.raises(AfroCometError, match="is also the input"):
+            check_output_file(tmp_path / name, [("input", src)])
+    assert check_output_file(tmp_path / "new.tsv", [("input", src), ("model folder", "Davlan/afro-xlmr-large")])
+    (tmp_path / "link-dir").symlink_to(tmp_path)
+    with pytest.raises(AfroCometError, match="contains the input"):
+        check_output_folder(tmp_path / "link-dir", [("input", src)], writes=("*",), what="x")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".afrocomet-can-write")]

@@ -19,7 +19,8 @@ from urllib.parse import urlparse
 from afrocomet.errors import AfroCometError
 
 PROBE_SECONDS = 3.0
-PROXY_ENV = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+PROXY_ENV = {"https": ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"),
+             "http": ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")}
 CACHED_FILES = ("config.json", "tokenizer_config.json", "tokenizer.json")
 
 
@@ -27,8 +28,10 @@ def _address() -> tuple[str, int]:
     """(host, port) a request to the Hub connects to first: the proxy if one is set, else the endpoint."""
     from huggingface_hub import constants
 
-    proxy = next((os.environ[name] for name in PROXY_ENV if os.environ.get(name)), None)
-    url = urlparse(proxy if proxy else constants.ENDPOINT)
+    endpoint = urlparse(constants.ENDPOINT)
+    names = PROXY_ENV["http" if endpoint.scheme == "http" else "https"]
+    proxy = next((os.environ[name] for name in names if os.environ.get(name)), None)
+    url = urlparse(proxy) if proxy else endpoint
     return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
 
 
@@ -49,7 +52,8 @@ def _probe() -> str | None:
     thread.start()
     thread.join(PROBE_SECONDS + 0.5)
     if thread.is_alive() or failure:
-        return f"this machine has no network ({host}:{port} cannot be reached: {failure[0] if failure else 'no answer'})"
+        why = failure[0] if failure else "no answer"
+        return f"this machine has no network ({host}:{port} cannot be reached: {why})"
     return None
 
 
