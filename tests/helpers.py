@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,3 +107,30 @@ def wait_until(proc, ready, timeout: float, *, poll: float = 0.01, output=None) 
         assert proc.poll() is None, output() if output else proc.communicate()
         assert time.monotonic() < deadline, f"not ready after {timeout}s"
         time.sleep(poll)
+
+
+# ----------------------------------------------------------------------------- the real command, in a subprocess
+
+COMMAND = [sys.executable, "-m", "afrocomet"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def tree(folder: Path) -> dict[str, bytes | None]:
+    """Every path under `folder` (hidden ones too) with its bytes (None for folders)."""
+    return {str(p.relative_to(folder)): (None if p.is_dir() else p.read_bytes()) for p in sorted(folder.rglob("*"))}
+
+
+def one_error(args: list[str], cwd: Path, *needles: str, env: dict | None = None, prefix: list[str] | None = None,
+              timeout: float = 300) -> str:
+    """Run `afrocomet ARGS` (after `prefix`, e.g. `unshare ...`) in `cwd`: exit 2, exactly one stderr line
+    `afrocomet: error: ...` holding every needle (no traceback), `cwd` byte-identical afterwards."""
+    before = tree(cwd)
+    proc = subprocess.run([*(prefix or []), *COMMAND, *args], capture_output=True, text=True, env=env or ENV,
+                          cwd=cwd, timeout=timeout)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("afrocomet: error: "), proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert tree(cwd) == before
+    return lines[0]

@@ -127,6 +127,7 @@ def test_preflight_stops_a_stage1_that_has_nothing_to_distil(tmp_path):
     folder, _ = _bert_folder(tmp_path, "encoder")
     config = RunConfig(stages=[_stage(attention_weight=0.0)])
     config.model.teacher, config.model.student = str(folder), "tiny-student"
+    config.data.max_length = 32  # what the teacher's 32 positions hold
     assert teacher_head_missing(config)
     with pytest.raises(AfroCometError, match="masked-LM head") as err:
         preflight(config, where="run.yaml")

@@ -200,7 +200,7 @@ stages:
 
 
 def test_doctor_checks_the_layer_map_too(work, capsys):
-    config = write(work / "run.yaml", f"""data: {{train: {work / 'train.tsv'}, test: {work / 'test.tsv'}}}
+    config = write(work / "run.yaml", f"""data: {{train: {work / 'train.tsv'}, test: {work / 'test.tsv'}, max_length: 16}}
 model: {{teacher: tiny-teacher, student: tiny-student}}
 stages:
   - {{name: s, kind: distill-task, layer_map: [[0, 7]]}}
@@ -236,8 +236,9 @@ def test_bad_model_folder(models, work, capsys, no_training, command, how, needl
 
 
 def test_tokenizer_larger_than_the_teachers_vocab(models, work, capsys, no_training):
-    folder = broken(models, work, "teacher", "small-vocab")
-    fails_cleanly(capsys, work, quick(work, "--teacher", str(folder), "--student", "tiny-student"),
+    folder = broken(models, work, "teacher", "small-vocab")  # 2 layers: --quick's 6 frozen would not fit
+    fails_cleanly(capsys, work, quick(work, "--teacher", str(folder), "--student", "tiny-student",
+                                      "--freeze-teacher-layers", "1"),
                   f"{folder}: the tokenizer has", "the teacher's embedding only 8")
 
 

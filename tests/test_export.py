@@ -147,7 +147,7 @@ def test_bad_input_exit_2_one_line_nothing_written(tiny_classifier_dir, tiny_onn
         "no weights": ["export", "--model", str(no_weights), "--onnx", "--out", str(out)],
         "--onnx": ["export", "--model", str(tiny_classifier_dir), "--int8", "--out", str(out)],
         "holds other files": ["export", "--model", str(tiny_classifier_dir), "--onnx", "--out", str(other)],
-        "is the model folder": ["export", "--model", str(tiny_classifier_dir), "--onnx", "--out",
+        "is also the model folder": ["export", "--model", str(tiny_classifier_dir), "--onnx", "--out",
                                 str(tiny_classifier_dir)],
     }
     for expected, argv in cases.items():

@@ -194,6 +194,7 @@ def test_pretrained_teacher_from_local_folder(afrisenti_dir, tmp_path, caplog):
     assert config.model.student == "comet" and [s.kind for s in config.stages][0] == "teacher-finetune"
     assert config.model.trim_vocab
     config.model.student = "tiny-student"  # comet's 250k-row embedding is too slow for a unit test
+    config.model.freeze_teacher_layers = 2  # all of them (--quick's 6 is the lower half of a 12-layer teacher)
     config.data.languages, config.data.data_dir, config.ablations = ["swa"], str(afrisenti_dir), False
     config.data.max_length = 64
     config.compare_init = True  # and a student initialised from this teacher (same vocabulary)

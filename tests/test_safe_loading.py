@@ -91,7 +91,7 @@ def folders(models):
 def _every_loading_path(folders: Path, tmp_path: Path, flag: bool) -> None:
     """Each function through which afrocomet loads a config, tokenizer or model from a folder."""
     from afrocomet.cli import main
-    from afrocomet.config import ModelConfig, RunConfig
+    from afrocomet.config import DataConfig, ModelConfig, RunConfig
     from afrocomet.distill.doctor import preflight
     from afrocomet.models.build import load_pretrained
     from afrocomet.run import has_task_head
@@ -104,7 +104,7 @@ def _every_loading_path(folders: Path, tmp_path: Path, flag: bool) -> None:
                  str(tmp_path / "p.tsv"), *extra]) == 0
     assert main(["evaluate", "--model", str(folders / "classifier"), "--test", str(src), *extra]) == 0
     model = ModelConfig(teacher=str(folders / "teacher"), student=str(folders / "teacher"), trust_remote_code=flag)
-    preflight(RunConfig(model=model))  # run / distill / doctor: teacher and student configs
+    preflight(RunConfig(model=model, data=DataConfig(max_length=64)))  # run / distill / doctor: their configs
     tokenizer_for(model, [])  # run / distill / doctor: the teacher's tokenizer
     load_pretrained(folders / "teacher", "mlm", trust_remote_code=flag)  # run: teacher and student weights
     load_pretrained(folders / "teacher", "classification", trust_remote_code=flag)

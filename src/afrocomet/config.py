@@ -30,6 +30,9 @@ STAGE_KINDS = ("teacher-pretrain", "teacher-finetune", "distill-mlm", "distill-t
 MATCHING_MODES = ("mean", "projection", "relations")
 ADAPTIVE_MODES = ("none", "magnitude", "uncertainty")
 NORMALIZE_MODES = ("none", "nfd-unknown")
+# A number as people write it (5e-4, 1E-3, +2.5, .5, 3.): PyYAML, which follows YAML 1.1, gives
+# `5e-4` and `1e3` to us as strings, since it wants a dot and a signed exponent for a float.
+FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 # A field whose metadata has "help" is a flag of `afrocomet run` / `distill` (keys: afrocomet/cli/options.py).
@@ -372,6 +375,8 @@ def _convert(value: Any, tp: Any, path: tuple, fail) -> Any:
         return [_convert(v, item_tp, path + (i,), fail) for i, v in enumerate(value)]
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and FLOAT_TEXT.fullmatch(value.strip()):
+        return float(value)  # `lr: 5e-4`: YAML 1.1 (PyYAML) reads a float without a dot as text
     if tp is bool and not isinstance(value, bool):
         fail(path, f"'{_dotted(path)}' must be true or false, got {value!r}")
     if tp is int and (isinstance(value, bool) or not isinstance(value, int)):

@@ -35,6 +35,7 @@ from afrocomet.errors import AfroCometError
 from afrocomet.inference import predict_logits
 from afrocomet.io import atomic_dir, atomic_write_json
 from afrocomet.models.build import first_line
+from afrocomet.outputs import TOKENIZER_FILES, check_output_folder
 from afrocomet.onnx_model import INPUT_NAMES, INT8_FILE, ONNX_FILE, OUTPUT_NAME, import_onnxruntime, load_onnx_classifier
 from afrocomet.tokenizer import write_tokenizer
 
@@ -198,16 +199,19 @@ def compare_logits(reference: dict[str, np.ndarray], other: dict[str, np.ndarray
             "per_group": per_group}
 
 
-def _check_out(out: str | Path, model_dir: str | Path) -> Path:
-    """The output folder: new, empty, or an earlier export (it holds parity.json), never the model's own."""
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise AfroCometError("output path exists and is not a folder", path=out)
-    if out.exists() and out.resolve() == Path(model_dir).expanduser().resolve():
-        raise AfroCometError("the output folder is the model folder; choose another --out", path=out)
-    if out.is_dir() and any(out.iterdir()) and not (out / PARITY_FILE).is_file():
-        raise AfroCometError("output folder holds other files (not an earlier export); choose another --out", path=out)
-    return out
+EXPORT_FILES = ("model*.onnx", "model*.onnx.data", PARITY_FILE, "config.json", *TOKENIZER_FILES)
+
+
+def _check_out(out: str | Path, model_dir: str | Path, texts, data_dir) -> Path:
+    """The output folder (`afrocomet.outputs`): not an input, and new, empty or an earlier export
+    (it holds parity.json and only what an export writes)."""
+    from afrocomet.data.download import data_files_in_use
+
+    texts_file = texts if isinstance(texts, (str, Path)) else None
+    inputs = [("model folder", model_dir), ("texts file", texts_file),
+              *(data_files_in_use(data_dir) if texts is None else [])]
+    return check_output_folder(out, inputs, writes=EXPORT_FILES, marker=PARITY_FILE, what="an export",
+                               earlier="an earlier export")
 
 
 def _check_fp32(result: dict[str, Any]) -> None:
@@ -237,9 +241,9 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
     from afrocomet.predict import check_max_length, load_classifier
 
     import_onnxruntime()
+    out = _check_out(out, model_dir, texts, data_dir)  # before anything is loaded or computed
     model, tokenizer, _ = load_classifier(model_dir)
     max_length = check_max_length(model.config, max_length, model_dir)
-    out = _check_out(out, model_dir)
     groups, source = parity_texts(languages, data_dir, texts, max_texts)
     reference = _logits(model, tokenizer, groups, batch_size, max_length)
     threads = torch.get_num_threads()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +37,13 @@ from afrocomet.errors import AfroCometError
 from afrocomet.evaluate import average_metrics, compute_metrics
 from afrocomet.inference import predict_logits
 from afrocomet.io import atomic_path
+from afrocomet.outputs import check_output_file
 from afrocomet.quiet import no_progress_bars
 from afrocomet.models.build import SAFE_WEIGHTS, check_weights, first_line
-from afrocomet.tokenizer import load_tokenizer
+from afrocomet.tokenizer import load_tokenizer, model_max_length
 
 CHUNK_ROWS = 2048  # rows read, predicted and written at a time: memory does not grow with the file
 MAX_LENGTH_CAP = 512
-POSITION_OFFSET = 2  # XLM-R numbers positions from padding_idx + 1 = 2
 STDIO = "-"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -148,9 +147,9 @@ def load_classifier(
 
 
 def default_max_length(config: PretrainedConfig) -> int:
-    """The longest input the model's position table allows (XLM-R: positions - 2), at most 512."""
-    positions = getattr(config, "max_position_embeddings", None) or MAX_LENGTH_CAP + POSITION_OFFSET
-    return max(2, min(MAX_LENGTH_CAP, positions - POSITION_OFFSET))
+    """The longest input the model's position table allows (`tokenizer.model_max_length`: XLM-R
+    positions - 2, BERT all of them), at most 512."""
+    return max(2, min(MAX_LENGTH_CAP, model_max_length(config) or MAX_LENGTH_CAP))
 
 
 def _pytorch_backend(model: PreTrainedModel, tokenizer, labels: tuple[str, ...], *, batch_size: int,
@@ -326,19 +325,6 @@ def _open_output(target: str | Path) -> Iterator[TextIO]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_output_is_not_input(input: str | Path, output: str | Path) -> None:
-    """Writing the predictions over the file being read would replace the input: refuse before reading."""
-    if STDIO in (str(input), str(output)):
-        return
-    src, dst = Path(input).expanduser(), Path(output).expanduser()
-    same = src.resolve() == dst.resolve()
-    with contextlib.suppress(OSError):
-        same = same or os.path.samefile(src, dst)  # hard links, or paths through symlinks
-    if same:
-        raise AfroCometError(f"the output file is also the input ({input}); write the predictions to another "
-                             "file", path=output)
-
-
 def predict_file(model_dir: str | Path, input: str | Path, output: str | Path, *, batch_size: int = 64,
                  max_length: int | None = None, device: str = "auto", chunk_rows: int = CHUNK_ROWS,
                  trust_remote_code: bool = False, onnx_file: str | None = None) -> dict:
@@ -349,7 +335,7 @@ def predict_file(model_dir: str | Path, input: str | Path, output: str | Path, *
     Returns n, truncated (texts longer than max_length tokens), max_length, labels, and
     `metrics` (see `compute_metrics`) when the input has a label column, else None.
     """
-    _check_output_is_not_input(input, output)
+    check_output_file(output, [("input", input), ("model folder", model_dir)], flag="--output")  # before any work
     backend = open_backend(model_dir, batch_size=batch_size, max_length=max_length, device=device,
                            trust_remote_code=trust_remote_code, onnx_file=onnx_file)
     label_ids = {lab: i for i, lab in enumerate(backend.labels)}

@@ -20,8 +20,10 @@ from typing import Iterator
 
 PREFIX = "afrocomet: warning: "
 LIBRARY_LOGGERS = ("transformers", "accelerate", "huggingface_hub", "onnxruntime", "torch", "urllib3")
-# transformers sets its own level from these when it is first imported.
-LIBRARY_ENV = {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+# transformers and huggingface_hub set their own levels from these when they are first imported
+# (huggingface_hub's retries without a network are a WARNING line each).
+LIBRARY_ENV = {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+               "HF_HUB_VERBOSITY": "error"}
 _DATEFMT = "%H:%M:%S"
 
 

@@ -49,6 +49,10 @@ def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False)
         if not folder.is_dir():
             raise AfroCometError("tokenizer folder not found", path=folder)
         name = str(folder)
+    else:
+        from afrocomet.models.hub import check_hub_id
+
+        check_hub_id(name)  # no network: one line now, not half a minute of retries
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:

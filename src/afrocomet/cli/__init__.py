@@ -8,6 +8,7 @@ flags of run/distill from the config fields.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -23,10 +24,23 @@ def _exit_on_sigterm(signum, frame) -> None:
     raise Terminated(128 + signum)
 
 
-def _exit_on_sigterm_at_startup(signum, frame) -> None:
-    """While the command is still importing, nothing is written yet: say so and stop at once."""
-    os.write(2, b"afrocomet: terminated\n")
+def _exit_at_startup(signum, frame) -> None:
+    """SIGTERM or Ctrl-C while the command is still importing: nothing is written yet, so say so in
+    one line and stop at once (a KeyboardInterrupt here would be a traceback from inside an import)."""
+    os.write(2, b"afrocomet: interrupted\n" if signum == signal.SIGINT else b"afrocomet: terminated\n")
     os._exit(128 + signum)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """A KeyboardInterrupt, or an error raised while one unwound (a library that wraps it, e.g.
+    inside an import): either way the user pressed Ctrl-C."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _started_as_the_command() -> bool:
@@ -36,7 +50,10 @@ def _started_as_the_command() -> bool:
 
 
 if _started_as_the_command() and threading.current_thread() is threading.main_thread():
-    signal.signal(signal.SIGTERM, _exit_on_sigterm_at_startup)  # from the first moment, before the heavy imports
+    # from the first moment, before the heavy imports; SIGINT only if it is not ignored (a background job)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _exit_at_startup)
+    signal.signal(signal.SIGTERM, _exit_at_startup)
 
 import click  # noqa: E402  (after the start-up SIGTERM handler on purpose)
 
@@ -47,6 +64,7 @@ from afrocomet.cli.run_cmd import _resolve_config, config_cmd, distill, run
 from afrocomet import quiet
 from afrocomet.environment import check_torch
 from afrocomet.errors import AfroCometError
+from afrocomet.io import as_os_error
 
 __all__ = ["cli", "main", "run", "_resolve_config"]  # run and _resolve_config: the tests build configs with them
 
@@ -65,11 +83,27 @@ for _command in (presets, data, train_tokenizer_cmd, trim_vocab_cmd, import_e5, 
 
 
 _NO_ARGS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+# File-system errors that the machine, not afrocomet, causes (disk full, read-only, permissions, ...):
+# one line and exit 2 wherever they surface; any other OSError is a bug and keeps its traceback.
+_MACHINE_ERRNOS = {getattr(errno, name) for name in (
+    "ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "ENOTDIR", "EISDIR", "EIO", "EFBIG", "ENAMETOOLONG", "EMFILE",
+    "ENFILE", "ELOOP", "EXDEV") if hasattr(errno, name)}
+
+
+def _machine_error(exc: BaseException) -> str | None:
+    """The one line for a file-system error the machine caused, else None."""
+    found = as_os_error(exc)
+    if found is None or found.errno not in _MACHINE_ERRNOS:
+        return None
+    where = found.filename or getattr(exc, "filename", None)
+    return f"{where}: {found.strerror}" if where else f"could not write: {found.strerror}"
 
 
 def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        if signal.getsignal(signal.SIGINT) is _exit_at_startup:  # from now on Ctrl-C unwinds (cleans up)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     args = list(sys.argv[1:] if argv is None else argv)  # kept to start it again under `accelerate launch`
     try:
         with quiet.cli_output():  # warnings as one `afrocomet: warning:` line; library noise only with --verbose
@@ -95,6 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated as exc:
         click.echo("afrocomet: terminated", err=True)
         return exc.code
+    except Exception as exc:  # last: every other error
+        if _interrupted(exc):
+            click.echo("afrocomet: interrupted", err=True)
+            return 130
+        line = _machine_error(exc)
+        if line is None:
+            raise
+        click.echo(f"afrocomet: error: {line}", err=True)
+        return 2
     return 0
 
 

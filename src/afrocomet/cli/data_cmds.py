@@ -60,8 +60,12 @@ def data(data_dir: Path | None, languages: tuple[str, ...], no_download: bool, a
 def train_tokenizer_cmd(out: Path, vocab_size: int, data_dir: Path | None, languages: tuple[str, ...]) -> None:
     """Train a SentencePiece-style unigram tokenizer on AfriSenti train text (never dev/test)."""
     from afrocomet.data.afrisenti import load_afrisenti
+    from afrocomet.data.download import data_files_in_use
+    from afrocomet.outputs import TOKENIZER_FILES, check_output_folder
     from afrocomet.tokenizer import save_tokenizer, train_tokenizer
 
+    check_output_folder(out, data_files_in_use(data_dir), writes=TOKENIZER_FILES,
+                        what="train-tokenizer")  # before the data is read
     datasets = load_afrisenti(languages_or_default(languages), data_dir, splits=("train",))
     texts = [t for ds in datasets.values() for t in ds.texts("train")]
     tok = train_tokenizer(texts, vocab_size=vocab_size)
@@ -83,9 +87,11 @@ def train_tokenizer_cmd(out: Path, vocab_size: int, data_dir: Path | None, langu
 def trim_vocab_cmd(model_dir: Path, out: Path, languages: tuple[str, ...], data_dir: Path | None,
                    extra_text: tuple[str, ...], min_count: int, no_download: bool) -> None:
     """Keep only the vocabulary rows that the languages' training text uses (smaller embedding table)."""
+    from afrocomet.data.download import data_files_in_use
     from afrocomet.models.vocab import afrisenti_texts, check_trim_input, trim_folder
 
-    check_trim_input(model_dir, min_count)  # before the data is read
+    inputs = [*data_files_in_use(data_dir), *(("extra text file", p) for p in extra_text)]
+    check_trim_input(model_dir, min_count, out, inputs)  # before the data is read
     texts = afrisenti_texts(languages_or_default(languages), data_dir, extra_text, download=not no_download)
     report = trim_folder(model_dir, out, texts, min_count=min_count)
     click.echo(f"{report.summary()} -> {out}")

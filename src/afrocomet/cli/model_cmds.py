@@ -71,10 +71,15 @@ def predict(model_dir, input_file, output_file, batch_size, max_length, device, 
 def evaluate(model_dir, languages, data_dir, split, test_file, no_download, batch_size, max_length, device, out,
              trust_remote_code, onnx_file, threads) -> None:
     """Score a saved classifier on AfriSenti (per language and average) or on your own test file."""
+    from afrocomet.data.download import data_files_in_use
     from afrocomet.device import choose_threads, torch_threads
     from afrocomet.io import atomic_write_json
+    from afrocomet.outputs import check_output_file
     from afrocomet.predict import evaluate_model
 
+    if out is not None:  # before the model is run: an output that cannot be written fails now
+        data = data_files_in_use(data_dir) if test_file is None else []
+        check_output_file(out, [("test file", test_file), ("model folder", model_dir), *data])
     with torch_threads(choose_threads(threads)):  # torch and ONNX Runtime alike
         result = evaluate_model(model_dir, languages=languages_or_default(languages), data_dir=data_dir, split=split,
                                 test=test_file, batch_size=batch_size, max_length=max_length, device=device,

@@ -99,9 +99,18 @@ def _header_columns(header: list[str], path: Path, require_label: bool) -> tuple
     return names.index(found[0]), label_col, id_col
 
 
-def _rows(lines: list[str], path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(line number, cells) for each line, via the csv module: tab delimiter, no quoting."""
-    reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE, strict=True)
+def _rows(lines: Iterable[str], path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) for each line, via the csv module: tab delimiter, no quoting. `lines` may
+    be a list or a stream (`predict` reads any size): the line a complaint is about is the last one
+    the reader took, so an error message never needs to index `lines`."""
+    last = [""]
+
+    def fed() -> Iterator[str]:
+        for line in lines:
+            last[0] = line
+            yield line
+
+    reader = csv.reader(fed(), delimiter="\t", quoting=csv.QUOTE_NONE, strict=True)
     number = 0
     while True:
         number += 1
@@ -110,8 +119,7 @@ def _rows(lines: list[str], path: Path) -> Iterator[tuple[int, list[str]]]:
         except StopIteration:
             return
         except csv.Error as exc:
-            raise AfroCometError(_parse_problem(exc, lines[number - 1] if number <= len(lines) else ""),
-                                 path, number) from None
+            raise AfroCometError(_parse_problem(exc, last[0]), path, number) from None
         yield number, row
 
 

@@ -91,6 +91,16 @@ def default_cache_dir() -> Path:
     return cache_root() / "afrisenti" / UPSTREAM_COMMIT
 
 
+def data_files_in_use(data_dir: str | Path | None = None) -> list[tuple[str, Path]]:
+    """The AfriSenti files a command may read, as ("AfriSenti file", path): every <lang>/<split>.tsv
+    of the folder it would use (`data_dir`, else $AFROCOMET_DATA, else the cache), found without
+    reading or downloading anything. An output must not be, nor contain, any of them
+    (`afrocomet.outputs`); a run folder beside them in the same folder is fine."""
+    value = data_dir if data_dir is not None else os.environ.get(DATA_ENV) or None
+    folder = Path(value).expanduser() if value is not None else default_cache_dir()
+    return [("AfriSenti file", folder / lang / f"{split}.tsv") for lang in ALL_LANGUAGES for split in SPLITS]
+
+
 def upstream_url(lang: str, split: str, base_url: str = UPSTREAM_BASE_URL) -> str:
     return f"{base_url.rstrip('/')}/{UPSTREAM_COMMIT}/data/{lang}/{split}.tsv"
 

@@ -100,6 +100,10 @@ def model_shape(name: str, trust_remote_code: bool = False):
         return get_preset(name).to_config()
     if looks_local(name):
         check_weights(name)
+    else:
+        from afrocomet.models.hub import check_hub_id
+
+        check_hub_id(name)  # no network: one line now, not half a minute of retries
     from transformers import AutoConfig
 
     try:
@@ -132,6 +136,7 @@ def preflight(config: RunConfig, where: str = "config") -> dict:
     shapes = {role: model_shape(name, m.trust_remote_code) for role, name in (("teacher", m.teacher),
                                                                                 ("student", m.student))}
     s, t = shapes["student"], shapes["teacher"]
+    check_model_limits(config, shapes, where)
     missing = teacher_head_missing(config)
     for stage in (st for st in config.stages if st.kind == "distill-mlm" and missing):
         try:
@@ -151,6 +156,24 @@ def preflight(config: RunConfig, where: str = "config") -> dict:
         except AfroCometError as exc:
             raise AfroCometError(f"{where}: stage '{stage.name}' {field} {sizes}: {exc}") from None
     return shapes
+
+
+def check_model_limits(config: RunConfig, shapes: dict, where: str = "config") -> None:
+    """The settings that a model's size bounds, against the real sizes: `data.max_length` within each
+    model's position table (`tokenizer.model_max_length`, what predict and evaluate allow), and
+    `model.freeze_teacher_layers` within the teacher's layers."""
+    from afrocomet.tokenizer import model_max_length
+
+    m, n = config.model, config.data.max_length
+    for role, name in (("teacher", m.teacher), ("student", m.student)):
+        limit = model_max_length(shapes[role])
+        if limit is not None and n > limit:
+            raise AfroCometError(f"{where}: data.max_length is {n} but the {role} {name} holds {limit} tokens (its "
+                                 f"position table); use --max-length {limit} or less")
+    layers = shapes["teacher"].num_hidden_layers
+    if m.freeze_teacher_layers > layers:
+        raise AfroCometError(f"{where}: model.freeze_teacher_layers is {m.freeze_teacher_layers} but the teacher "
+                             f"{m.teacher} has {layers} layers; use --freeze-teacher-layers {layers} or less")
 
 
 def check_tokenizer_fits(config: RunConfig, tokenizer, shapes: dict) -> None:

@@ -185,6 +185,10 @@ def load_pretrained(
         folder = Path(name).expanduser()
         check_weights(folder)
         name = str(folder)
+    else:
+        from afrocomet.models.hub import check_hub_id
+
+        check_hub_id(name)  # no network: one line now, not half a minute of retries
     kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": trust_remote_code,
                               "ignore_mismatched_sizes": False}
     if task == "classification":

@@ -76,9 +76,12 @@ class E5File:
         entry = self.tensors[name]
         raw = np.frombuffer(self.data, dtype=np.uint8, count=entry.nbytes, offset=entry.offset)
         shape = self.shape(name)
-        if entry.dtype == F32:
-            return raw.view("<f4").astype(np.float32).reshape(shape)
-        return dequantize_q4_0(raw, shape)
+        out = raw.view("<f4").astype(np.float32).reshape(shape) if entry.dtype == F32 else dequantize_q4_0(raw, shape)
+        bad = out.size - int(np.isfinite(out).sum())
+        if bad:  # a damaged scale or float: NaN/inf weights would train and embed as garbage
+            raise AfroCometError(f"tensor {name!r} holds {bad} non-finite values (NaN or inf) after dequantisation: "
+                                 "the file is damaged", path=self.path)
+        return out
 
 
 def dequantize_q4_0(raw: np.ndarray, shape: tuple[int, ...], chunk_blocks: int = 1 << 20) -> np.ndarray:

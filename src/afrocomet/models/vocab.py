@@ -348,13 +348,20 @@ def _has_pooler(folder: Path) -> bool:
     return any(k.startswith("pooler.") or ".pooler." in k for k in saved_keys(folder))
 
 
-def check_trim_input(model_dir: str | Path, min_count: int) -> Path:
-    """The model folder, if it holds config.json and safetensors weights, and `min_count` >= 1."""
+def check_trim_input(model_dir: str | Path, min_count: int, out_dir: str | Path | None = None,
+                     inputs: Sequence[tuple[str, str | Path | None]] = ()) -> Path:
+    """The model folder, if it holds config.json and safetensors weights, and `min_count` >= 1; with
+    `out_dir`, the output folder too (`afrocomet.outputs`): not the model folder nor any of `inputs`
+    (nor inside or around them), and new, empty or holding only what a trimmed folder holds."""
     from afrocomet.models.build import check_weights
+    from afrocomet.outputs import MODEL_FILES, TOKENIZER_FILES, check_output_folder
 
     if min_count < 1:
         raise AfroCometError(f"min_count must be >= 1, got {min_count}")
     folder = Path(model_dir).expanduser()
+    if out_dir is not None:
+        check_output_folder(out_dir, [("model folder", folder), *inputs], writes=(*MODEL_FILES, *TOKENIZER_FILES),
+                            what="trim-vocab")
     check_weights(folder)
     return folder
 
@@ -370,7 +377,7 @@ def trim_folder(model_dir: str | Path, out_dir: str | Path, texts: Sequence[str]
     from afrocomet.quiet import no_progress_bars
     from afrocomet.tokenizer import load_tokenizer, write_tokenizer
 
-    folder = check_trim_input(model_dir, min_count)
+    folder = check_trim_input(model_dir, min_count, out_dir)
     try:
         config = AutoConfig.from_pretrained(str(folder), trust_remote_code=False)
     except (OSError, ValueError) as exc:

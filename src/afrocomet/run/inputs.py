@@ -12,6 +12,7 @@ from afrocomet.config import RunConfig
 from afrocomet.data.batching import Encoded, encode
 from afrocomet.data.corpus import read_extra_text
 from afrocomet.data.schema import Dataset
+from afrocomet.errors import AfroCometError
 
 
 @dataclass
@@ -61,6 +62,22 @@ def sample_datasets(config: RunConfig, datasets: dict[str, Dataset]) -> tuple[di
                 cut.setdefault(lang, {})[split] = [len(ds.splits[split]), before]
         out[lang] = ds
     return out, cut
+
+
+def check_training_labels(config: RunConfig, datasets: dict[str, Dataset]) -> None:
+    """Before any training: every language's training split (as sampled) holds rows of at least two
+    labels, which the classifiers and the TF-IDF baseline need (one label is nothing to learn)."""
+    for lang, ds in datasets.items():
+        found = sorted({ex.label for ex in ds.splits.get("train") or []})
+        if len(found) >= 2:
+            continue
+        rows = len(ds.splits.get("train") or [])
+        cut = config.data.train_rows
+        why = (f"data.train_rows {cut} keeps {rows} row(s) of it" if cut is not None else f"it has {rows} row(s)")
+        hint = (f"use --train-rows {len(ds.labels)} or more" if cut is not None else
+                "add rows of the other labels")
+        raise AfroCometError(f"{lang}: the training split holds only the label(s) {', '.join(found) or 'none'} "
+                             f"({why}); a classifier needs rows of at least two labels: {hint}")
 
 
 def prepare_data(config: RunConfig, datasets: dict[str, Dataset], tokenizer) -> RunData:

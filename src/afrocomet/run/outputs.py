@@ -9,16 +9,38 @@ from afrocomet.config import RunConfig
 from afrocomet.errors import AfroCometError
 
 
-def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse an `out` that a live run is writing, and to replace another run's results unless asked to."""
+# What a finished run folder holds (README "What a run gives you"): a folder holding anything else is
+# never replaced, --overwrite or not.
+RUN_FILES = ("config.yaml", "logs", "plots", "predictions", "report.md", "results.json", "student", "teacher")
+
+
+def run_inputs(config: RunConfig, source: str = "config") -> list:
+    """Everything a run reads from disk, as (what, path): the output may be none of them, contain none
+    and lie inside none (`afrocomet.outputs`); Hub ids and presets are no paths and drop out there."""
+    from afrocomet.data.download import data_files_in_use
+    from afrocomet.models.presets import is_preset
+
+    d, m = config.data, config.model
+    inputs = [("config file", None if source == "config" else source)]
+    inputs += data_files_in_use(d.data_dir) if d.train is None else []
+    inputs += [("train file", d.train), ("dev file", d.dev), ("test file", d.test)]
+    inputs += [("extra text file", path) for path in d.extra_text]
+    inputs += [(f"{role} folder", name) for role, name in (("teacher", m.teacher), ("student", m.student),
+                                                            ("tokenizer", m.tokenizer))
+               if name is not None and not is_preset(name)]
+    return inputs
+
+
+def check_output_dir(out: Path, overwrite: bool, inputs=()) -> None:
+    """Refuse an `out` that a live run is writing, that is, holds or lies inside one of the run's
+    `inputs`, that holds files a run does not write, or that holds another run's results (unless
+    `overwrite`)."""
+    from afrocomet.outputs import check_output_folder
     from afrocomet.workdir import check_not_locked
 
     check_not_locked(out)
-    if out.exists() and not out.is_dir():
-        raise AfroCometError("output path exists and is not a folder", path=out)
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        what = "another run's results" if (out / "results.json").exists() else "files"
-        raise AfroCometError(f"output folder already holds {what}; pass --overwrite or choose another --out", path=out)
+    check_output_folder(out, inputs, writes=RUN_FILES, marker="results.json", what="a run", overwrite=overwrite,
+                        earlier="another run's results")
 
 
 def check_resume_config(config: RunConfig, partial: Path) -> None:

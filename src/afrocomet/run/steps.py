@@ -25,9 +25,10 @@ from afrocomet.config import RunConfig, validate
 from afrocomet.run.context import Context
 from afrocomet.run.efficiency import measure_efficiency
 from afrocomet.run.estimate import estimate_run
-from afrocomet.run.inputs import load_datasets, prepare_data, prepare_tokenizer, sample_datasets
+from afrocomet.run.inputs import (check_training_labels, load_datasets, prepare_data, prepare_tokenizer,
+                                  sample_datasets)
 from afrocomet.run.ngram_teacher import fit_ngram_teacher, with_soft_labels
-from afrocomet.run.outputs import check_output_dir, check_resume
+from afrocomet.run.outputs import check_output_dir, check_resume, run_inputs
 from afrocomet.run.students import ALL, language_contexts, run_variants, train_student
 from afrocomet.run.systems import evaluate_systems, write_predictions
 from afrocomet.run.teacher import (check_teacher, freeze_teacher, prepare_teacher, save_hf_model, student_trim,
@@ -91,7 +92,7 @@ def check_before_training(config: RunConfig, *, main: bool, overwrite: bool, res
 
     out = Path(config.out)
     if main:
-        check_output_dir(out, overwrite)
+        check_output_dir(out, overwrite, run_inputs(config, source))
     shapes = preflight(config, where=source)
     if resume:
         check_resume(config, out)
@@ -106,6 +107,7 @@ def prepare_inputs(config: RunConfig, shapes, work: Path):
     from afrocomet.workdir import STATE
 
     datasets, rows = sample_datasets(config, load_datasets(config))
+    check_training_labels(config, datasets)  # before the tokenizer and any training
     tokenizer, coverage = prepare_tokenizer(config, datasets, work / STATE)
     check_tokenizer_fits(config, tokenizer, shapes)
     notes = {"tokenizer_coverage": coverage, **({"rows": rows} if rows else {})}
