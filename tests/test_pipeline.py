@@ -200,9 +200,13 @@ def test_pretrained_teacher_from_local_folder(afrisenti_dir, tmp_path, caplog):
     config.compare_init = True  # and a student initialised from this teacher (same vocabulary)
     config.out = str(tmp_path / "out")
     results = run(config, progress=False)
-    assert set(results["stages"]) == {"teacher-finetune", "stage1", "stage2", "student-init[teacher_init]",
-                                      "stage1[teacher_init]", "stage2[teacher_init]"}
-    assert results["systems"][:3] == ["teacher", "student", "student_teacher_init"]
+    trained = {name for name in results["stages"] if not name.startswith("lr-search")}  # every row's lr on dev
+    assert trained == {"teacher-finetune", "stage1", "stage2", "stage2[paper]", "student-init[teacher_init]",
+                       "stage1[teacher_init]", "stage2[teacher_init]"}  # the paper's student shares stage1
+    for tag in ("", "[paper]", "[teacher_init]"):
+        assert results["stages"][f"lr-search{tag}"]["kind"] == "lr-search"
+    assert results["systems"][:6] == ["teacher", "tfidf_baseline", "teacher_combined", "student", "student_paper",
+                                      "student_teacher_init"]
     assert 0 < results["stages"]["student-init[teacher_init]"]["explained_variance"] < 1
     report = (tmp_path / "out" / "report.md").read_text()
     assert "init from teacher" in report
