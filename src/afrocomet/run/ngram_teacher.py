@@ -74,16 +74,11 @@ def task_temperature(ctx: Context) -> float:
 
 def fit_ngram_teacher(ctx: Context, teacher: nn.Module) -> NgramTeacher:
     """Per language: the n-gram model with C chosen on dev, its dev/test probabilities and out-of-fold
-    training probabilities (the languages fit in parallel, `_jobs`); then w chosen on dev against the
-    transformer's dev logits."""
-    from joblib import Parallel, delayed
-
+    training probabilities; then w chosen on dev against the transformer's dev logits."""
     t0, seed, classes = time.perf_counter(), ctx.config.seed, len(ctx.data.labels)
     splits = {lang: {split: (ds.texts(split), ds.label_ids(split)) for split in ("train", "dev", "test")}
               for lang, ds in ctx.data.datasets.items()}
-    jobs = _jobs(ctx, len(splits))
-    fits = Parallel(n_jobs=jobs)(delayed(fit_language)(s, classes, seed) for s in splits.values()) if jobs > 1 \
-        else [fit_language(s, classes, seed) for s in splits.values()]
+    fits = [fit_language(s, classes, seed) for s in splits.values()]
     per = dict(zip(splits, fits))
     combined = NgramTeacher(1.0, task_temperature(ctx), *({lang: f[k] for lang, f in per.items()}
                                                             for k in ("train", "dev", "test", "selection")),
@@ -110,15 +105,6 @@ def fit_language(splits: dict[str, tuple[list[str], list[int]]], classes: int, s
     return {"train": train, "dev": model.predict_proba(x_dev), "test": model.predict_proba(x_test),
             "selection": {"C": C, "dev_weighted_f1": {f"{c:g}": v for c, v in scores.items()}},
             "oof_f1": float(f1_score(y, train.argmax(-1), average="weighted", zero_division=0.0))}
-
-
-def _jobs(ctx: Context, languages: int) -> int:
-    """Languages fit at once: the run's threads, else the cores this process may use; one per language at most.
-    (Each fit is single-threaded; the results do not depend on the count.)"""
-    import os
-
-    cores = ctx.config.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    return max(1, min(languages, int(cores or 1)))
 
 
 def weight_scores(ctx: Context, teacher: nn.Module, combined: NgramTeacher) -> dict[str, float]:

@@ -159,9 +159,12 @@ def choose_lr(ctx: Context, stage: StageConfig, student: nn.Module, teacher: nn.
     stage results as `lr-search<tag>`."""
     plan = StepPlan.of(stage, len(ctx.data.train))
     steps = max(1, min(ctx.config.data.alpha_search_steps, plan.steps_per_epoch // 4, plan.total_steps // 3))
+    from afrocomet.distill.trainer import reads_an_epoch
+
     lrs = [float(f"{stage.lr * factor:.3g}") for factor in LR_GRID]
+    build = reads_an_epoch(stage, len(ctx.data.train))  # the probes read the cache the stage reads (as alpha's)
     scores = _dev_probes(ctx, stage, student, teacher, seed, steps,
-                         {lr: (f"lr-search[{lr:g}]", {"lr": lr}, {"tag": tag}) for lr in lrs})
+                         {lr: (f"lr-search[{lr:g}]", {"lr": lr}, {"tag": tag, "build_cache": build}) for lr in lrs})
     chosen = max(scores, key=lambda lr: (scores[lr], -abs(math.log(lr / stage.lr))))
     ctx.results[f"lr-search{tag}"] = {"kind": "lr-search", "steps": 0, "probe_steps": steps, "chosen": chosen,
                                       "dev_weighted_f1": {f"{lr:g}": v for lr, v in scores.items()},
