@@ -106,7 +106,7 @@ def main() -> None:
         subprocess.run(cmd, check=True)
     results = json.loads((args.out / "results.json").read_text())
     rows, columns = score_rows(results)
-    score_table = table(rows, columns)
+    score_table = table([{k: f"{v:.2f}" if isinstance(v, float) else v for k, v in row.items()} for row in rows], columns)
     print(score_table, "", *goal_lines(results), sep="\n")
     summary = {"date": now(), "machine": machine(), "command": cmd,
                "command_line": "python benchmarks/default_run.py " + " ".join(a for a in sys.argv[1:] if a != "--skip-run"),
