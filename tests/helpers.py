@@ -134,3 +134,14 @@ def one_error(args: list[str], cwd: Path, *needles: str, env: dict | None = None
         assert needle in lines[0], lines[0]
     assert tree(cwd) == before
     return lines[0]
+
+
+def save_tiny_classifier(folder: Path) -> Path:
+    """A tiny 3-class sentiment classifier (negative, neutral, positive) with its tokenizer, saved in `folder`."""
+    tok = tiny_tokenizer()
+    model = tiny_model(len(tok))
+    model.config.id2label = {0: "negative", 1: "neutral", 2: "positive"}
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

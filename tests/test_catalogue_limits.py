@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from afrocomet.cli import main
-from helpers import COMMAND, ENV, WORDS, one_error, tiny_model, tiny_tokenizer, tree, wait_until
+from helpers import COMMAND, ENV, WORDS, one_error, tree, wait_until, save_tiny_classifier
 
 GOOD = "tweet\tlabel\n" + "".join(f"{w} {v}\t{lab}\n" for w, v, lab in zip(
     WORDS, reversed(WORDS), ["positive", "negative", "neutral"] * 6))
@@ -57,14 +57,7 @@ def test_train_rows_too_few_for_two_labels(work):
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("models") / "classifier"
-    tok = tiny_tokenizer()
-    model = tiny_model(len(tok))
-    model.config.id2label = {0: "negative", 1: "neutral", 2: "positive"}
-    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return save_tiny_classifier(tmp_path_factory.mktemp("models") / "classifier")
 
 
 @pytest.mark.parametrize("source", ["file", "stdin"])

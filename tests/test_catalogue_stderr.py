@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import tiny_model, tiny_tokenizer
+from helpers import tiny_tokenizer, save_tiny_classifier
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -85,14 +85,7 @@ def test_bad_run_flag(tmp_path, args, needle):
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("models") / "classifier"
-    tok = tiny_tokenizer()
-    model = tiny_model(len(tok))
-    model.config.id2label = {0: "negative", 1: "neutral", 2: "positive"}
-    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return save_tiny_classifier(tmp_path_factory.mktemp("models") / "classifier")
 
 
 def test_predict_output_is_the_input(classifier, tmp_path):
