@@ -57,6 +57,9 @@ def parse_args() -> argparse.Namespace:
                    help="passed to the run (the frozen lower layers' outputs are computed once)")
     p.add_argument("--student", default=None, help="student preset (default: the run's, comet); e.g. comet-384-l3, "
                    "e5's width, so that --compare-init also trains a student with e5's layers copied")
+    p.add_argument("--epochs", type=float, default=None,
+                   help="the epochs of teacher fine-tuning and of stage 2 (default: the run's, 2); every student row "
+                   "trains under the one rule on that budget. With --all-rows on 2 CPU cores, 1 fits about 2 hours")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("/tmp/afrocomet-pretrained-teacher"), help="the run folder")
     p.add_argument("--json", type=Path, default=None, help="default: OUT/benchmark.json")
@@ -73,12 +76,29 @@ def run_command(args: argparse.Namespace, cuda: bool) -> list[str]:
     cmd = [sys.executable, "-m", "afrocomet", "run", "--teacher", str(args.teacher), "--data-dir", str(args.data_dir),
            "-l", args.languages, "--compare-init", "--device", args.device, "--out", str(args.out), "--overwrite"]
     cmd += ["--quick"] if args.quick else []
+    cmd += ["--config", str(epochs_config(args))] if args.epochs else []
     if args.freeze_teacher_layers is not None:
         cmd += ["--freeze-teacher-layers", str(args.freeze_teacher_layers)]
     cmd += ["--student", args.student] if args.student else []
     cmd += ["--train-rows", str(train_rows)] if train_rows else []
     cmd += ["--dev-rows", str(dev_rows)] if dev_rows else []
     return cmd
+
+
+def epochs_config(args: argparse.Namespace) -> Path:
+    """The run's own default config for this teacher (`afrocomet config`), with teacher fine-tuning's
+    and stage 2's epochs set to --epochs; written beside --out."""
+    import yaml
+
+    printed = subprocess.run([sys.executable, "-m", "afrocomet", "config", "--teacher", str(args.teacher)],
+                             check=True, capture_output=True, text=True).stdout
+    config = yaml.safe_load(printed)
+    for stage in config["stages"]:
+        if stage["name"] in ("teacher-finetune", "stage2"):
+            stage["epochs"] = args.epochs
+    path = args.out.with_name(args.out.name + ".config.yaml")
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def _mean(values: list[float]) -> float | None:
