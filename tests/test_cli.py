@@ -185,3 +185,27 @@ def test_quick_with_resume_is_refused(tmp_path, capsys):
 def test_quick_alone_still_builds_the_quick_variant():
     config = _resolve_config(None, _opts(quick=True))
     assert config.quick is True and config.model.teacher == "tiny-teacher" and config.out == "runs/quick"
+
+
+def test_sigterm_where_python_ignores_exceptions_is_asked_again(monkeypatch):
+    """SIGTERM landing in a `__del__` (or the import system's module-lock callback) would raise where
+    Python only prints "Exception ignored" and the run would go on: the handler re-sends it instead,
+    and anywhere else it raises `Terminated` (exit 143) at once."""
+    import signal
+    import types
+
+    from afrocomet import cli as cli_module
+
+    sent = []
+    monkeypatch.setattr(cli_module.threading, "Timer",
+                        lambda delay, fn, args: types.SimpleNamespace(start=lambda: sent.append((fn, args))))
+
+    class Dropped:
+        def __del__(self):
+            cli_module._exit_on_sigterm(signal.SIGTERM, sys._getframe())
+
+    Dropped()
+    assert sent == [(cli_module.os.kill, (cli_module.os.getpid(), signal.SIGTERM))]
+    with pytest.raises(cli_module.Terminated) as raised:
+        cli_module._exit_on_sigterm(signal.SIGTERM, sys._getframe())
+    assert raised.value.code == 143 and len(sent) == 1

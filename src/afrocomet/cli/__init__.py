@@ -20,7 +20,21 @@ class Terminated(SystemExit):
     `main` prints `afrocomet: terminated` and returns 143."""
 
 
+def _swallows_exceptions(frame) -> bool:
+    """Whether `frame` runs where Python ignores an exception ("Exception ignored in ..."): a `__del__`
+    or a weakref callback such as the import system's module-lock `cb`."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or (code.co_name == "cb" and code.co_filename.startswith("<frozen importlib")):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _exit_on_sigterm(signum, frame) -> None:
+    if _swallows_exceptions(frame):  # raised here it would be ignored and the run would go on: ask again soon
+        threading.Timer(0.01, os.kill, (os.getpid(), signum)).start()
+        return
     raise Terminated(128 + signum)
 
 
