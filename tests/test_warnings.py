@@ -93,3 +93,20 @@ def test_outside_the_cli_a_warning_is_a_python_warning():
 def test_cli_has_a_verbose_flag(tmp_path):
     proc = _afrocomet("--verbose", "presets", "--json", cwd=tmp_path)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_library_progress_bars_are_off_under_the_cli_unless_verbose(verbose):
+    """A folder teacher's load drew transformers' "Loading weights" bars into a run's log: under the
+    CLI every load is quiet (in this process, and in any it starts: the environment says so too)."""
+    from transformers.utils import logging as hf_logging
+
+    from afrocomet import quiet
+
+    hf_logging.enable_progress_bar()
+    try:
+        with quiet.cli_output(verbose=verbose):
+            assert hf_logging.is_progress_bar_enabled() is verbose
+            assert (os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "1") is not verbose
+    finally:
+        hf_logging.enable_progress_bar()

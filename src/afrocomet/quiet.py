@@ -5,8 +5,8 @@ filter or record it). Under the CLI (`cli_output()`, entered once by `cli.main`)
 afrocomet gives, by `warn` or by a WARNING record of an `afrocomet*` logger, is one line on
 stderr, `afrocomet: warning: <what>`, and the noise of the libraries underneath (their Python
 warnings; the log records of transformers, accelerate, huggingface_hub, onnxruntime, torch) is
-hidden unless `setup(verbose=True)` (the `--verbose` flag). Library progress bars are off while
-we load models (`no_progress_bars`).
+hidden unless `setup(verbose=True)` (the `--verbose` flag), and so are their progress bars. Outside the
+CLI, progress bars are off while we load models (`no_progress_bars`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ LIBRARY_LOGGERS = ("transformers", "accelerate", "huggingface_hub", "onnxruntime
 # transformers and huggingface_hub set their own levels from these when they are first imported
 # (huggingface_hub's retries without a network are a WARNING line each).
 LIBRARY_ENV = {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-               "HF_HUB_VERBOSITY": "error"}
+               "HF_HUB_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 _DATEFMT = "%H:%M:%S"
 
 
@@ -92,6 +92,9 @@ def setup(verbose: bool = False) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity(logging.WARNING if verbose else logging.ERROR)
+        # transformers 5 draws a "Loading weights" bar for every load, wherever it happens
+        if not verbose:
+            hf_logging.disable_progress_bar()
 
 
 @contextlib.contextmanager
