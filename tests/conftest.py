@@ -13,6 +13,27 @@ import torch
 AFRISENTI_DIR = Path(__file__).resolve().parents[2] / "shared/data/afrisenti"
 
 
+def pytest_configure(config) -> None:
+    """Hermetic: every cache afrocomet or Hugging Face writes (teacher outputs, frozen prefixes, AfriSenti
+    downloads, the Hub's) lives in this session's temporary folder, never in the user's ~/.cache; the
+    environment carries it into the commands the tests start."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="afrocomet-tests-"))
+    config.afrocomet_cache_root = root
+    os.environ["AFROCOMET_CACHE"] = str(root / "afrocomet")
+    os.environ["HF_HOME"] = str(root / "huggingface")
+    os.environ.pop("XDG_CACHE_HOME", None)
+
+
+def pytest_unconfigure(config) -> None:
+    import shutil
+
+    root = getattr(config, "afrocomet_cache_root", None)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def data_dir_or_skip(folder: Path) -> Path:
     """`folder` if it holds AfriSenti; else skip the test, or fail it when $CI is set (CI must run them all)."""
     if not (folder / "hau" / "train.tsv").is_file():

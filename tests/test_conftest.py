@@ -25,3 +25,16 @@ def test_present_data_is_returned(tmp_path, monkeypatch):
     (tmp_path / "hau").mkdir()
     (tmp_path / "hau" / "train.tsv").write_text("tweet\tlabel\n", encoding="utf-8")
     assert conftest.data_dir_or_skip(tmp_path) == tmp_path
+
+
+def test_caches_are_this_sessions_not_the_users():
+    """No test reads or writes ~/.cache/afrocomet: the cache root is a temporary folder of this session."""
+    import tempfile
+    from pathlib import Path
+
+    from afrocomet.data.download import cache_root
+    from afrocomet.distill.cache import cache_dir
+
+    temp = Path(tempfile.gettempdir()).resolve()
+    assert cache_root().resolve().is_relative_to(temp) and cache_dir().resolve().is_relative_to(temp)
+    assert not cache_root().resolve().is_relative_to(Path.home() / ".cache")
