@@ -97,7 +97,7 @@ def main() -> None:
     texts, labels, names = hausa_tweets(args.data_dir, args.examples)
     first, data, tok, frozen = teacher_and_data(args.teacher, texts, labels, names, args.frozen, args.max_length)
     cfg = dict(name="teacher-finetune", kind="teacher-finetune", epochs=args.epochs, batch_size=args.batch, lr=8e-5,
-               patience=0, log_every=10**6)
+               patience=0, progress_every=10**6)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["AFROCOMET_CACHE"] = str(Path(tmp) / "cache")
         live = train_stage(StageConfig(**cfg, frozen_cache=False), copy.deepcopy(first), data, tokenizer=tok, seed=0,

@@ -94,7 +94,7 @@ def main() -> None:
     first = random_model(student_name, "classification", vocab_size=args.vocab, seed=1)
     student_init = lambda: copy.deepcopy(first)  # noqa: E731  the same start for both runs
     cfg = dict(name="stage2", kind="distill-task", epochs=epochs, batch_size=batch, lr=1e-4, warmup_ratio=0.0,
-               patience=0, log_every=10**6, temperature=2.0, matching="mean")
+               patience=0, progress_every=10**6, temperature=2.0, matching="mean")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["AFROCOMET_CACHE"] = str(Path(tmp) / "cache")
         live, live_log = train(StageConfig(**cfg, teacher_cache=False), student_init, teacher, data, tok, device,

@@ -82,9 +82,9 @@ def test_teacher_head_is_never_called_without_a_kd_term():
     student = XLMRobertaForMaskedLM(XLMRobertaConfig(**SIZES, pad_token_id=1))
     calls = []
     mlm_head(teacher).register_forward_hook(lambda *_: calls.append(1))
-    losses = HybridLoss(_stage(kd_weight=0.0), student, teacher)(student, teacher, _batch(), 2.0)
+    losses = HybridLoss(_stage(kd_weight=0.0), student, teacher).terms(student, teacher, _batch(), 2.0)
     assert set(losses) == {"hard", "attention"} and calls == []  # the encoder ran (maps), the head did not
-    assert set(HybridLoss(_stage(), student, teacher)(student, teacher, _batch(), 2.0)) == {"hard", "kd", "attention"}
+    assert set(HybridLoss(_stage(), student, teacher).terms(student, teacher, _batch(), 2.0)) == {"hard", "kd", "attention"}
     assert calls == [1]  # with KD the head runs: the hook does see it
 
 
@@ -235,3 +235,21 @@ def test_trim_folder_refuses_to_save_weights_the_folder_lacks(tmp_path):
     with pytest.raises(AfroCometError, match="lacks .* weights") as err:
         trim_folder(folder, tmp_path / "trimmed", [" ".join(WORDS[:5])])
     assert "\n" not in str(err.value) and not (tmp_path / "trimmed").exists()
+
+
+def test_the_loss_returns_its_weighted_total_and_scales_by_a_process_share():
+    """HybridLoss forms the total itself (Σ w·term with fixed weights) beside its terms; a process's
+    share of the global batch (several processes) scales the label terms and the attention term apart."""
+    torch.manual_seed(0)
+    teacher = BertForMaskedLM(BertConfig(**SIZES, pad_token_id=1)).eval()
+    student = XLMRobertaForMaskedLM(XLMRobertaConfig(**SIZES, pad_token_id=1)).eval()
+    loss_fn = HybridLoss(_stage(kd_weight=0.5, attention_weight=2.0), student, teacher)
+    with torch.no_grad():
+        plain = loss_fn.terms(student, teacher, _batch(), 2.0)
+        terms, total = loss_fn(student, teacher, _batch(), 2.0)
+        shared, shared_total = loss_fn(student, teacher, _batch(), 2.0, share=[0.5, 3.0])
+    weights = {"hard": 1.0, "kd": 0.5, "attention": 2.0}
+    torch.testing.assert_close(total, sum(weights[k] * plain[k] for k in plain))
+    assert {k: float(v) for k, v in terms.items()} == pytest.approx({k: float(v) for k, v in plain.items()})
+    scaled = {k: plain[k] * (3.0 if k == "attention" else 0.5) for k in plain}
+    torch.testing.assert_close(shared_total, sum(weights[k] * scaled[k] for k in plain))

@@ -49,7 +49,7 @@ def models(tok):
 
 
 def stage(**overrides) -> StageConfig:
-    values = dict(name="s2", kind="distill-task", epochs=2, batch_size=16, lr=1e-3, warmup_ratio=0.0, log_every=1000,
+    values = dict(name="s2", kind="distill-task", epochs=2, batch_size=16, lr=1e-3, warmup_ratio=0.0, progress_every=1000,
                   patience=0)
     values.update(overrides)
     return StageConfig(**values)
@@ -82,10 +82,10 @@ def test_cached_losses_equal_live_losses(tok, tmp_path, attention_loss):
     loss_fn = HybridLoss(cfg, student, teacher)
     index = [3, 0, 17, 40, 5]
     batch = collate(data, index, tok.pad_token_id)
-    live = loss_fn(student, teacher, batch, temperature=2.0)
+    live = loss_fn.terms(student, teacher, batch, temperature=2.0)
     loss_fn.cache = TeacherCache(path)
     calls = count_forwards(teacher)
-    cached = loss_fn(student, teacher, {**batch, "index": torch.tensor(index)}, temperature=2.0)
+    cached = loss_fn.terms(student, teacher, {**batch, "index": torch.tensor(index)}, temperature=2.0)
     assert calls[0] == 0 and set(live) == set(cached) == {"hard", "kd", "attention"}
     for name in live:  # the only difference is fp16 storage of logits and maps
         assert torch.allclose(live[name], cached[name], rtol=2e-3, atol=1e-5), (name, live[name], cached[name])

@@ -82,3 +82,31 @@ def test_relation_heads_default_is_what_config_py_says():
     assert build_matcher("relations", cfg(32, 2), cfg(64, 4)).relation_heads == 4  # the teacher's, not the student's
     assert build_matcher("relations", cfg(36, 3), cfg(64, 4)).relation_heads == 4  # 4 divides 36 and 64
     assert build_matcher("relations", cfg(30, 3), cfg(64, 4)).relation_heads == 2  # neither: largest common divisor
+
+
+@pytest.mark.parametrize("kind,task,distills,trains_teacher", [
+    ("teacher-pretrain", "mlm", False, True), ("teacher-finetune", "classification", False, True),
+    ("distill-mlm", "mlm", True, False), ("distill-task", "classification", True, False),
+    ("student-finetune", "classification", False, False)])
+def test_a_stage_knows_its_task_and_whether_it_reads_a_teacher(kind, task, distills, trains_teacher):
+    stage = StageConfig(kind=kind)
+    assert (stage.task, stage.distills, stage.trains_teacher) == (task, distills, trains_teacher)
+    assert stage.reads_teacher is distills  # kd and attention weights 1 by default
+    assert StageConfig(kind=kind, kd_weight=0.0, attention_weight=0.0).reads_teacher is False
+    assert StageConfig(kind=kind, kd_weight=0.0).reads_teacher is distills
+
+
+def test_renamed_keys_are_read_with_one_warning_and_not_beside_the_new_name(tmp_path, recwarn):
+    """`log_every` (now `progress_every`) and `alpha_search_steps` (now `probe_steps`) in an older
+    config.yaml still load, each with a warning; the old and the new name together are an error."""
+    path = tmp_path / "old.yaml"
+    path.write_text("data:\n  alpha_search_steps: 7\nstages:\n  - {name: s, kind: distill-task, log_every: 3}\n",
+                    encoding="utf-8")
+    config = load_config(path)
+    assert config.data.probe_steps == 7 and config.stages[0].progress_every == 3
+    said = sorted(str(w.message) for w in recwarn if "is now" in str(w.message))
+    assert len(said) == 2 and "'alpha_search_steps' is now 'probe_steps'" in said[0]
+    path.write_text("stages:\n  - {name: s, kind: distill-task, log_every: 3, progress_every: 4}\n", encoding="utf-8")
+    with pytest.raises(AfroCometError, match="old name of 'progress_every'.*keep one") as err:
+        load_config(path)
+    assert err.value.line == 2

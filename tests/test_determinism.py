@@ -14,9 +14,9 @@ SMALL = """model: {{teacher: tiny-teacher, student: tiny-student, vocab_size: 40
 data: {{languages: [swa], data_dir: {data}, max_length: 32}}
 ablations: false
 stages:
-  - {{name: teacher-finetune, kind: teacher-finetune, max_steps: 6, batch_size: 16, lr: 0.002, log_every: 2}}
-  - {{name: stage1, kind: distill-mlm, max_steps: 4, batch_size: 16, lr: 0.002, log_every: 2}}
-  - {{name: stage2, kind: distill-task, max_steps: 6, batch_size: 16, lr: 0.002, log_every: 2, eval_every: 3}}
+  - {{name: teacher-finetune, kind: teacher-finetune, max_steps: 6, batch_size: 16, lr: 0.002, progress_every: 2}}
+  - {{name: stage1, kind: distill-mlm, max_steps: 4, batch_size: 16, lr: 0.002, progress_every: 2}}
+  - {{name: stage2, kind: distill-task, max_steps: 6, batch_size: 16, lr: 0.002, progress_every: 2, eval_every: 3}}
 """
 
 

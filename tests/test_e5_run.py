@@ -61,7 +61,7 @@ def e5_cut(e5_dir, small_data, tmp_path_factory) -> Path:
 
 
 def _config(teacher: Path, data: Path, out: Path, **model) -> RunConfig:
-    common = dict(batch_size=16, log_every=2, eval_every=0, patience=0, checkpoint_every=0)
+    common = dict(batch_size=16, progress_every=2, eval_every=0, patience=0, checkpoint_every=0)
     stages = [StageConfig(name="teacher-finetune", kind="teacher-finetune", max_steps=6, lr=1e-4, **common),
               StageConfig(name="stage1", kind="distill-mlm", max_steps=3, lr=5e-4, **common),
               StageConfig(name="stage2", kind="distill-task", max_steps=4, lr=5e-4, **common)]

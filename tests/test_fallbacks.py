@@ -56,7 +56,7 @@ def test_empty_masked_lm_batches_are_counted_and_said(caplog):
     data = encode(tok, texts, 16)
     model = build_model("tiny-student", "mlm", vocab_size=len(tok), seed=0)
     cfg = StageConfig(name="mlm", kind="teacher-pretrain", batch_size=1, max_steps=6, mlm_probability=0.1,
-                      warmup_ratio=0.0, log_every=1000, checkpoint_every=0)
+                      warmup_ratio=0.0, progress_every=1000, checkpoint_every=0)
     with caplog.at_level(logging.WARNING, logger="afrocomet"):
         result = train_stage(cfg, model, data, tokenizer=tok, progress=False, seed=0)
     assert result.steps == 6 and result.skipped_batches > 0
@@ -68,7 +68,7 @@ def test_empty_masked_lm_batches_are_counted_and_said(caplog):
 def test_accumulated_step_logs_the_mean_of_its_micro_steps(tmp_path):
     """log.jsonl's line of an optimizer step that applied 3 micro-steps holds each term's mean over
     them (it held only the last one); the per-micro-step history (first/last windows) is unchanged."""
-    log = StepLog(tmp_path, LoopState(), resumed=False, name="s", total_steps=2, log_every=1, progress=False)
+    log = StepLog(tmp_path, LoopState(), resumed=False, name="s", total_steps=2, progress_every=1, progress=False)
     for value in (1.0, 2.0, 6.0):
         log.add({"kd": value, "total": 2 * value})
     log.step(1, 0, 1e-3, 1.0)

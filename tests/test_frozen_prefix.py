@@ -191,7 +191,7 @@ def test_what_can_be_cached(tok):
 
 def stage(**overrides) -> StageConfig:
     values = dict(name="teacher-finetune", kind="teacher-finetune", epochs=4, batch_size=8, lr=1e-3,
-                  warmup_ratio=0.0, log_every=1000, patience=0)
+                  warmup_ratio=0.0, progress_every=1000, patience=0)
     return StageConfig(**{**values, **overrides})
 
 

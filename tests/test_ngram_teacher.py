@@ -95,9 +95,9 @@ def test_the_kd_term_reads_the_combined_teacher_when_the_stage_says_so():
     want = T * T * (p * (p.log() - torch.log_softmax(s / T, -1))).sum(-1).mean()
     cfg = StageConfig(kind="distill-task", attention_weight=0.0, hard_weight=0.0, teacher_mix=w)
     with torch.no_grad():
-        got = HybridLoss(cfg, student, teacher)(student, teacher, batch, T)["kd"]
+        got = HybridLoss(cfg, student, teacher).terms(student, teacher, batch, T)["kd"]
         paper = HybridLoss(StageConfig(kind="distill-task", attention_weight=0.0, hard_weight=0.0), student,
-                           teacher)(student, teacher, batch, T)["kd"]
+                           teacher).terms(student, teacher, batch, T)["kd"]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
     assert abs(float(paper) - float(got)) > 1e-3  # without teacher_mix: the transformer alone
 

@@ -22,7 +22,7 @@ from afrocomet.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-STAGE = dict(batch_size=16, lr=0.002, log_every=3, max_steps=6, eval_every=3, patience=0)
+STAGE = dict(batch_size=16, lr=0.002, progress_every=3, max_steps=6, eval_every=3, patience=0)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ tok = tiny_tokenizer()
 texts = [" ".join(WORDS[i % 7:i % 7 + 4]) for i in range(64)]
 data = encode(tok, texts, 16, labels=[i % 3 for i in range(64)])
 model = build_model("tiny-student", "classification", vocab_size=len(tok), seed=0)
-cfg = StageConfig(name="tiny-stage", kind="student-finetune", epochs=100, max_steps={steps}, batch_size=8, log_every=5,
+cfg = StageConfig(name="tiny-stage", kind="student-finetune", epochs=100, max_steps={steps}, batch_size=8, progress_every=5,
                   patience=0, checkpoint_every=0)
 train_stage(cfg, model, data, tokenizer=tok, progress=True)
 print("done")

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # presets, stages long enough (60 steps over several epochs, a checkpoint every 4) that a kill lands
 # inside the stage; dev evaluation every 10 steps so checkpoints carry early-stopping state
 ROWS = {"train": 600, "dev": 150, "test": 150}
-STAGE = dict(batch_size=16, lr=0.002, log_every=4)
+STAGE = dict(batch_size=16, lr=0.002, progress_every=4)
 TINY = {
     "seed": 0, "device": "cpu", "quick": True, "ablations": False,
     "data": {"languages": ["swa"], "download": False, "max_length": 32},
@@ -127,7 +127,7 @@ def test_loop_resumes_exactly_with_accumulation_projection_and_learned_weights(t
     data = encode(tok, texts, 16)
     cfg = StageConfig(name="s1", kind="distill-mlm", epochs=2, max_steps=9, batch_size=4, grad_accum=2, lr=3e-3,
                       matching="projection", adaptive="uncertainty", eval_every=3, checkpoint_every=2,
-                      keep_checkpoints=3, log_every=100, patience=0)
+                      keep_checkpoints=3, progress_every=100, patience=0)
     teacher = build_model("tiny-teacher", "mlm", vocab_size=len(tok), seed=1).eval()
 
     def mlm_score(model) -> float:  # any deterministic function of the weights will do
@@ -191,7 +191,7 @@ def test_interrupted_run_keeps_its_folder_only_with_something_to_resume(tiny_con
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("field,value", [("checkpoint_every", -1), ("keep_checkpoints", 0), ("log_every", 0)])
+@pytest.mark.parametrize("field,value", [("checkpoint_every", -1), ("keep_checkpoints", 0), ("progress_every", 0)])
 def test_stage_checkpoint_fields_are_validated(field, value):
     with pytest.raises(AfroCometError, match=field):
         validate_stage(StageConfig(**{field: value}))

@@ -78,7 +78,7 @@ def test_alpha_probes_read_the_cache_the_stage_builds(tmp_path, afrisenti_dir, o
     config = to_dict(default_config(quick=True))
     stage2 = next(s for s in config["stages"] if s["name"] == "stage2")
     stage2.update(max_steps=None, epochs=1.0)  # swa + kin: 160 steps, one epoch
-    config["data"].update(alpha_search_steps=20)
+    config["data"].update(probe_steps=20)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     from_dict(yaml.safe_load(path.read_text()))  # the file is a valid config

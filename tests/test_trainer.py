@@ -21,7 +21,7 @@ from afrocomet.tokenizer import train_tokenizer
 PER_LANGUAGE = 400  # 5 languages -> 2000 training tweets
 VOCAB = 400
 MAX_LENGTH = 48
-COMMON = dict(batch_size=32, warmup_ratio=0.0, log_every=1000)
+COMMON = dict(batch_size=32, warmup_ratio=0.0, progress_every=1000)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

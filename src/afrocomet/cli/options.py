@@ -28,7 +28,6 @@ from afrocomet.data.schema import DEFAULT_LANGUAGES
 from afrocomet.errors import AfroCometError
 
 SECTIONS = (("", RunConfig), ("data", DataConfig), ("model", ModelConfig), ("stages", StageConfig))
-DISTILL_KINDS = ("distill-mlm", "distill-task")
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,7 @@ class ConfigFlag:
             setattr(getattr(config, self.section) if self.section else config, self.name, value)
             return
         for stage in config.stages:
-            if self.meta.get("all_stages") or stage.kind in DISTILL_KINDS:
+            if self.meta.get("all_stages") or stage.distills:
                 setattr(stage, self.name, value)
 
 

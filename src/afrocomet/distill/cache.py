@@ -69,7 +69,7 @@ def cached_layers(cfg, student_config, teacher_config) -> list[int] | None:
     """
     from afrocomet.distill.matching import build_matcher
 
-    if cfg.kind != "distill-task" or not cfg.teacher_cache or (cfg.kd_weight <= 0 and cfg.attention_weight <= 0):
+    if cfg.kind != "distill-task" or not cfg.teacher_cache or not cfg.reads_teacher:
         return None
     if cfg.matching != "mean":  # documented at StageConfig.teacher_cache: the teacher runs live
         return None if cfg.attention_weight > 0 else []

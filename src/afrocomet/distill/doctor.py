@@ -22,14 +22,13 @@ from afrocomet.data.batching import Encoded, collate, encode
 from afrocomet.device import resolve_device
 from afrocomet.distill.invariants import Check, check_invariants, check_teacher_frozen, model_mode, prepare_batch
 from afrocomet.distill.memory import estimate_memory, gib, memory_error
-from afrocomet.distill.objective import DISTILL_KINDS, HybridLoss, representation_only, stage_task
+from afrocomet.distill.objective import HybridLoss, representation_only
 from afrocomet.distill.trainer import train_stage
 from afrocomet.errors import AfroCometError
 from afrocomet.models.presets import is_preset
 from afrocomet.quiet import warn
 from afrocomet.tokenizer import tokenizer_for
 
-TEACHER_KINDS = ("teacher-pretrain", "teacher-finetune")
 
 
 # ----------------------------------------------------------------------------- overfit
@@ -42,7 +41,11 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 def _weighted_loss(loss_fn: HybridLoss, student, teacher, batches, temperature: float) -> float:
     """Σ w·term over fixed batches, student in eval mode (no dropout: the same batches give the same value)."""
     with model_mode(student, train=False), torch.no_grad():
-        return sum(float(w * loss_fn(student, teacher, b, temperature)[k]) for b in batches for k, w in loss_fn.weights.items())
+        total = 0.0
+        for batch in batches:  # one forward per batch, every term from it
+            terms = loss_fn.terms(student, teacher, batch, temperature)
+            total += sum(float(w * terms[k]) for k, w in loss_fn.weights.items())
+        return total
 
 
 def overfit_check(student: nn.Module, teacher: nn.Module | None, tokenizer, stage_cfg: StageConfig, data: Encoded, *,
@@ -56,7 +59,7 @@ def overfit_check(student: nn.Module, teacher: nn.Module | None, tokenizer, stag
     every step, so 30 steps get it to about the unigram entropy (-15 to -20% on tiny and demo sizes).
     """
     if min_drop is None:
-        min_drop = 0.1 if stage_task(stage_cfg.kind) == "mlm" else 0.3
+        min_drop = 0.1 if stage_cfg.task == "mlm" else 0.3
     device = torch.device(device) if device is not None else next(student.parameters()).device
     bs = min(stage_cfg.batch_size, batch_size)
     two = data.subset(range(min(len(data), 2 * bs)))
@@ -145,7 +148,7 @@ def preflight(config: RunConfig, where: str = "config") -> dict:
             raise AfroCometError(f"{where}: {exc}") from None
     sizes = (f"(student {m.student}: {s.num_hidden_layers} layers, hidden {s.hidden_size}; "
              f"teacher {m.teacher}: {t.num_hidden_layers} layers, hidden {t.hidden_size})")
-    for stage in (st for st in config.stages if st.kind in DISTILL_KINDS):
+    for stage in (st for st in config.stages if st.distills):
         field = "layer_map"
         try:
             if stage.layer_map is not None:
@@ -261,16 +264,16 @@ def run_doctor(config: RunConfig, *, device: str | None = None, sample: int = 20
             for role, name in (("teacher", m.teacher), ("student", m.student))}
     checks = []
     for stage in config.stages:
-        trained = full["teacher"] if stage.kind in TEACHER_KINDS else full["student"]
-        teacher = full["teacher"] if stage.kind in DISTILL_KINDS else None
+        trained = full["teacher"] if stage.trains_teacher else full["student"]
+        teacher = full["teacher"] if stage.distills else None
         estimate = estimate_memory(trained, teacher, stage, seq_len, dev)
         if estimate["fits"] is False:
             raise memory_error(stage, estimate, estimate["total"])
         checks.append(Check("memory", True, f"about {gib(estimate['total'])} of {gib(estimate['available'])} free "
                             f"at batch {stage.batch_size} x {seq_len} tokens", stage.name))
     data = encode(tokenizer, texts, seq_len, labels=labels)
-    for i, stage in enumerate(s for s in config.stages if s.kind in DISTILL_KINDS):
-        task = stage_task(stage.kind)
+    for i, stage in enumerate(s for s in config.stages if s.distills):
+        task = stage.task
         vocab = len(tokenizer) if is_preset(m.teacher) else None
         s_small = _small_copy(full["student"], small_layers[0], vocab)
         t_small = _small_copy(full["teacher"], small_layers[1], vocab)

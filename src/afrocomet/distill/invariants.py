@@ -19,7 +19,7 @@ from torch import nn
 
 from afrocomet.config import StageConfig
 from afrocomet.data.batching import Encoded, MLMMasker, collate
-from afrocomet.distill.objective import HybridLoss, model_outputs, stage_task
+from afrocomet.distill.objective import HybridLoss, model_outputs
 from afrocomet.errors import AfroCometError
 from afrocomet.models.attention import AttentionCapture, encoder_layers, split_heads
 
@@ -49,12 +49,12 @@ def model_mode(model: nn.Module, train: bool):
 def prepare_batch(batch: dict[str, torch.Tensor], tokenizer, cfg: StageConfig, device) -> dict[str, torch.Tensor]:
     """The batch as the loop sees it: masked for MLM stages (at least one masked token), on `device`."""
     batch = dict(batch)
-    if stage_task(cfg.kind) == "mlm" and "mlm_labels" not in batch:
+    if cfg.task == "mlm" and "mlm_labels" not in batch:
         batch = MLMMasker(tokenizer, cfg.mlm_probability, seed=0)(batch)
         if not (batch["mlm_labels"] != -100).any():  # a tiny batch can draw no mask at all
             batch["mlm_labels"][:, 1] = batch["input_ids"][:, 1]
             batch["input_ids"][:, 1] = tokenizer.mask_token_id
-    elif stage_task(cfg.kind) == "classification" and "labels" not in batch:
+    elif cfg.task == "classification" and "labels" not in batch:
         raise AfroCometError(f"stage '{cfg.name}': the doctor's batch has no labels")
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -94,7 +94,7 @@ def check_kd_temperature(loss_fn: HybridLoss, student, teacher, batch, temperatu
         t = model_outputs(teacher, batch, loss_fn.task)["logits"].double().clone()
     shown, ok = [], True
     for T in sorted({float(temperature), 4.0}):
-        got = float(loss_fn(student, teacher, batch, T)["kd"])
+        got = float(loss_fn.terms(student, teacher, batch, T)["kd"])
         p_t = torch.softmax(t / T, dim=-1)
         w = loss_fn.cfg.teacher_mix
         if w is not None and loss_fn.task == "classification":  # the combined teacher's mixture
@@ -117,8 +117,8 @@ def check_kd_temperature(loss_fn: HybridLoss, student, teacher, batch, temperatu
 def check_padding(loss_fn: HybridLoss, student, teacher, batch, pad_id: int, temperature: float, extra: int = 5) -> Check:
     """Appending padding changes no term by more than 1e-5 of it (every term masks padding,
     attention on rows and columns); the student runs in eval mode, so dropout cannot differ."""
-    plain = {k: float(v) for k, v in loss_fn(student, teacher, batch, temperature).items()}
-    padded = {k: float(v) for k, v in loss_fn(student, teacher, pad_batch(batch, pad_id, extra), temperature).items()}
+    plain = {k: float(v) for k, v in loss_fn.terms(student, teacher, batch, temperature).items()}
+    padded = {k: float(v) for k, v in loss_fn.terms(student, teacher, pad_batch(batch, pad_id, extra), temperature).items()}
     # fp32 noise from the longer rows is ~1e-10 here; a leak moves a term by far more than 1e-5 of it
     leaks = [f"{k} {plain[k]:.6g} -> {padded[k]:.6g}" for k in plain if abs(plain[k] - padded[k]) > 1e-5 * abs(plain[k]) + 1e-7]
     detail = (f"changed by {extra} extra pads: " + ", ".join(leaks)) if leaks else \
@@ -188,7 +188,7 @@ def check_gradients(loss_fn: HybridLoss, student: nn.Module, teacher: nn.Module 
     with model_mode(student, train=True):
         for name in loss_fn.weights:
             student.zero_grad(set_to_none=True)
-            loss_fn(student, teacher, batch, temperature)[name].backward()
+            loss_fn.terms(student, teacher, batch, temperature)[name].backward()
             grads = [p.grad for p in student.parameters() if p.grad is not None]
             norms[name] = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
     student.zero_grad(set_to_none=True)

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from afrocomet.config import StageConfig
-from afrocomet.distill.objective import DISTILL_KINDS, stage_task
 from afrocomet.errors import AfroCometError
 
 GIB = 1024**3
@@ -108,7 +107,7 @@ def estimate_memory(student_config, teacher_config, stage_cfg: StageConfig, seq_
     """
     device = torch.device(device)
     cfg, b, s = stage_cfg, stage_cfg.batch_size, seq_len
-    task = stage_task(cfg.kind)
+    task = cfg.task
     s_cfg = _config_of(student_config)
     act = 2 if device.type == "cuda" else 4  # bf16 autocast on CUDA, fp32 on CPU
     p_student = _parameters(student_config, task)
@@ -118,7 +117,7 @@ def estimate_memory(student_config, teacher_config, stage_cfg: StageConfig, seq_
         "student_activations": _activations(s_cfg, b, s, act, device, train=True),
         "teacher_weights": 0, "teacher_activations": 0, "attention_maps": 0, "logits": 0,
     }
-    distills = teacher_config is not None and cfg.kind in DISTILL_KINDS and (cfg.kd_weight > 0 or cfg.attention_weight > 0)
+    distills = teacher_config is not None and cfg.reads_teacher
     if teacher_config is not None:
         t_cfg = _config_of(teacher_config)
         parts["teacher_weights"] = 4 * _parameters(teacher_config, task)

@@ -1,7 +1,7 @@
 """The objective of a stage: the adaptor from model outputs to the small dict the losses see, and
 the loss module that weighs a stage's terms (hard labels, KD, attention matching).
 
-A stage kind decides the task (`stage_task`); the weights of the stage decide which terms exist
+A stage kind decides the task (`StageConfig.task`); the weights of the stage decide which terms exist
 (a weight of 0 removes a term: it is neither computed nor logged).
 """
 
@@ -14,17 +14,9 @@ from torch import nn
 
 from afrocomet.config import StageConfig
 from afrocomet.distill import losses as L
-from afrocomet.distill.weighting import LossBalancer
+from afrocomet.distill.balancing import LossBalancer
 from afrocomet.errors import AfroCometError
 from afrocomet.models.build import mlm_head
-
-MLM_KINDS = ("teacher-pretrain", "distill-mlm")
-DISTILL_KINDS = ("distill-mlm", "distill-task")
-
-
-def stage_task(kind: str) -> str:
-    return "mlm" if kind in MLM_KINDS else "classification"
-
 
 def representation_only(cfg: StageConfig, missing: list[str]) -> StageConfig:
     """Stage `cfg` (distill-mlm) for a teacher whose masked-LM head is `missing` (weights the
@@ -63,7 +55,7 @@ class HybridLoss(nn.Module):
     def __init__(self, cfg: StageConfig, student: nn.Module, teacher: nn.Module | None):
         super().__init__()
         self.cfg = cfg
-        self.task = stage_task(cfg.kind)
+        self.task = cfg.task
         weights = {"hard": cfg.hard_weight}
         if teacher is not None:
             weights.update(kd=cfg.kd_weight, attention=cfg.attention_weight)
@@ -82,7 +74,23 @@ class HybridLoss(nn.Module):
                                          loss=cfg.attention_loss, relation_heads=cfg.relation_heads)
 
     def forward(self, student: nn.Module, teacher: nn.Module | None, batch: dict[str, torch.Tensor],
-                temperature: float) -> dict[str, torch.Tensor]:
+                temperature: float, share: list[float] | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One micro-step's loss: the stage's terms and their weighted total (what backward runs on).
+        On several processes `share` is this process's [label rows, real tokens] share of the global
+        batch (distill.parallel.Processes.shares): each term is scaled by it, so that DDP's average
+        of the gradients equals the one-process gradient."""
+        terms = self.terms(student, teacher, batch, temperature)
+        if share is not None:
+            terms = {k: v * float(share[1] if k == "attention" else share[0]) for k, v in terms.items()}
+        return terms, self.total(terms)
+
+    def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of `terms` (fixed weights, or adaptive: distill.balancing.LossBalancer)."""
+        return self.balancer(terms)
+
+    def terms(self, student: nn.Module, teacher: nn.Module | None, batch: dict[str, torch.Tensor],
+              temperature: float) -> dict[str, torch.Tensor]:
+        """Each term of the stage, unweighted (a weight of 0 removes a term)."""
         # hooks on the matched layers only, for this forward pass (the student's only when cached)
         live = teacher if self.cache is None else None
         with self.matcher.capture(student, live) if self.matcher else contextlib.nullcontext():

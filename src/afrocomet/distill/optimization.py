@@ -1,5 +1,6 @@
 """How long a stage trains and what updates its weights: the step plan (steps per epoch, total
-steps, evaluation cadence), AdamW with its decay groups, and the linear warm-up schedule."""
+steps, evaluation cadence), AdamW with its decay groups, the linear warm-up schedule, and the
+soft-target temperature's schedule."""
 
 from __future__ import annotations
 
@@ -50,3 +51,11 @@ def build_optimizer(cfg: StageConfig, modules: list[nn.Module], total_steps: int
     optimizer = torch.optim.AdamW(param_groups(modules, cfg.weight_decay), lr=cfg.lr, fused=fused_ok(device))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     return optimizer, scheduler
+
+
+def temperature_at(step: int, total_steps: int, start: float, end: float | None) -> float:
+    """Linear temperature schedule from `start` to `end` over the stage (constant if end is None)."""
+    if end is None or total_steps <= 1:
+        return start
+    frac = min(max(step / (total_steps - 1), 0.0), 1.0)
+    return start + (end - start) * frac

@@ -48,13 +48,6 @@ class Processes:
         local = torch.tensor([float(labels), float(batch["attention_mask"].sum())])  # [2]
         return self.world * local / self.all_sum(local).clamp(min=1)
 
-    @staticmethod
-    def apply_shares(terms: dict[str, torch.Tensor],
-                     share: torch.Tensor | list[float] | None) -> dict[str, torch.Tensor]:
-        if share is None:
-            return terms
-        return {k: v * float(share[1] if k == "attention" else share[0]) for k, v in terms.items()}
-
     def all_sum(self, values: torch.Tensor) -> torch.Tensor:
         if self.world == 1:
             return values
@@ -65,11 +58,12 @@ class Processes:
         dist.all_reduce(out)
         return out.to(values.device)
 
-    def mean_values(self, values: list[float]) -> list[float]:
-        """The mean over processes of each value (the global loss from the scaled local ones)."""
+    def mean_values(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean over processes of each value (the global loss from the scaled local ones); stays
+        on its device (no host transfer)."""
         if self.world == 1:
             return values
-        return (self.all_sum(torch.tensor(values, dtype=torch.float64)) / self.world).tolist()
+        return self.all_sum(values) / self.world
 
     def broadcast(self, value: float | None) -> float | None:
         """The main process's value on every process."""
@@ -112,16 +106,15 @@ class _Joint(nn.Module):
     def forward(self, teacher: nn.Module | None, batch: dict[str, torch.Tensor], temperature: float,
                 share: list[float] | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         if batch["input_ids"].shape[0]:
-            terms = Processes.apply_shares(self.loss_fn(self.student, teacher, batch, temperature), share)
-        else:  # fewer rows than processes: no term but the learned weights' own, and a zero-gradient anchor
-            # so that this process joins the backward all-reduce (the anchor is the student's first
-            # trainable tensor, which another process always uses: it adds 0 to the average, as it should)
-            anchor = next(p for p in self.student.parameters() if p.requires_grad)
-            device = anchor.device
-            terms = {name: torch.zeros((), device=device) for name in self.loss_fn.weights}
-            first = next(iter(terms))
-            terms[first] = terms[first] + 0.0 * anchor.sum()
-        return terms, self.loss_fn.balancer(terms)
+            return self.loss_fn(self.student, teacher, batch, temperature, share)
+        # fewer rows than processes: no term but the learned weights' own, and a zero-gradient anchor
+        # so that this process joins the backward all-reduce (the anchor is the student's first
+        # trainable tensor, which another process always uses: it adds 0 to the average, as it should)
+        anchor = next(p for p in self.student.parameters() if p.requires_grad)
+        terms = {name: torch.zeros((), device=anchor.device) for name in self.loss_fn.weights}
+        first = next(iter(terms))
+        terms[first] = terms[first] + 0.0 * anchor.sum()
+        return terms, self.loss_fn.total(terms)
 
 
 class Synchronised:
@@ -156,7 +149,7 @@ class Synchronised:
     def __call__(self, teacher: nn.Module | None, batch: dict[str, torch.Tensor], temperature: float,
                  share: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """This process's share-weighted loss terms and their total (backward averages the gradients)."""
-        # the shares as floats: DDP would copy a tensor argument to the GPU, and apply_shares reads floats
+        # the shares as floats: DDP would copy a tensor argument to the GPU, and HybridLoss reads floats
         return self.module(teacher, batch, temperature, None if share is None else share.tolist())
 
     def sync(self, final: bool):

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from afrocomet.distill.checkpoint import LoopState
 
 
@@ -103,39 +105,66 @@ def _terminal() -> bool:
 
 class StepLog:
     """The log of one stage in `out` (None: no file, e.g. on a process other than the main one).
-    `loop` is where the stage starts (a checkpoint's history and log offset when `resumed`)."""
+    `loop` is where the stage starts (a checkpoint's history and log offset when `resumed`).
+
+    Loss values arrive as detached tensors (on the training device) and are read to the host in one
+    transfer every `progress_every` steps (and at a dev evaluation, a checkpoint and the end), not per
+    micro-step: on a GPU each read is a device sync. The lines and the history are the same either way."""
 
     def __init__(self, out: str | Path | None, loop: LoopState, *, resumed: bool, name: str, total_steps: int,
-                 log_every: int, progress: bool):
+                 progress_every: int, progress: bool):
         out = Path(out) if out is not None else None
         self.fh = _open_log(out, loop.log_offset if resumed else None)
         self.path = None if out is None else str(out / "log.jsonl")
         self.history = loop.history
+        self.rows: list[dict] = []  # micro-steps' values not yet read to the host
+        self.steps: list[tuple[dict, int]] = []  # optimizer steps not yet written: (their fields, their micro-steps)
         self.pending = 0  # micro-steps added since the last optimizer step (a checkpoint is at a step: 0)
-        self.log_every, self.total_steps = log_every, total_steps
+        self.progress_every, self.total_steps = progress_every, total_steps
         self.bar = progress_bar(total_steps, loop.step, name, progress)
 
-    def add(self, values: dict[str, float]) -> None:
-        """One micro-step's loss values (each term, then `total`)."""
-        for name, value in values.items():
-            self.history.setdefault(name, []).append(value)
+    def add(self, values: dict) -> None:
+        """One micro-step's loss values (each term, then `total`): 0-dim tensors or floats."""
+        self.rows.append(values)
         self.pending += 1
 
     def step(self, step: int, epoch: int, lr: float, temperature: float) -> None:
         """An optimizer step: its line (each term's mean over the step's micro-steps, i.e. over the
-        `grad_accum` batches whose gradients it applied) and the progress bar."""
-        n, self.pending = max(self.pending, 1), 0
-        means = {k: float(sum(v[-n:]) / len(v[-n:])) for k, v in self.history.items()}
-        self._write({"step": step, "epoch": epoch, "lr": lr, "temperature": temperature, **means})
+        `grad_accum` batches whose gradients it applied; written at the next flush) and the progress bar."""
+        self.steps.append(({"step": step, "epoch": epoch, "lr": lr, "temperature": temperature}, self.pending))
+        self.pending = 0
         self.bar.update(1)
-        if step % self.log_every == 0 or step == self.total_steps:
-            self.bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
+        if step % self.progress_every == 0 or step == self.total_steps:
+            self.bar.set_postfix({k: f"{v:.3f}" for k, v in self.flush().items()})
+
+    def flush(self) -> dict[str, float]:
+        """Read the waiting values to the host in one transfer, extend the history and write the waiting
+        steps' lines, in order; returns the last written step's means."""
+        rows, waiting, self.rows, self.steps = self.rows, self.steps, [], []
+        flat = iter(torch.stack([torch.as_tensor(v, dtype=torch.float64) for row in rows for v in row.values()])
+                    .tolist() if rows else [])
+        rows = [{name: next(flat) for name in row} for row in rows]
+        means: dict[str, float] = {}
+        for fields, n in waiting:
+            self._extend(rows[:n])
+            rows, n = rows[n:], max(n, 1)
+            means = {k: float(sum(v[-n:]) / len(v[-n:])) for k, v in self.history.items()}
+            self._write({**fields, **means})
+        self._extend(rows)  # micro-steps of a step not finished (the stage stopped between them)
+        return means
+
+    def _extend(self, rows: list[dict[str, float]]) -> None:
+        for row in rows:
+            for name, value in row.items():
+                self.history.setdefault(name, []).append(value)
 
     def dev_score(self, step: int, score: float) -> None:
+        self.flush()
         self._write({"step": step, "dev_score": score})
 
     def offset(self) -> int:
         """Bytes written so far (what a checkpoint records, to cut the log back on resume)."""
+        self.flush()
         if self.fh is None:
             return 0
         self.fh.flush()
@@ -143,9 +172,12 @@ class StepLog:
 
     def terms(self) -> dict[str, dict[str, float]]:
         """Each term's mean over its first and its last 10 micro-steps."""
+        self.flush()
         return {k: {"first": window_mean(v, True), "last": window_mean(v, False)} for k, v in self.history.items()}
 
     def close(self) -> None:
+        if sys.exc_info()[0] is None:  # while an exception unwinds, the lines not yet written stay unwritten
+            self.flush()
         self.bar.close()
         if self.fh is not None:
             self.fh.close()

@@ -32,11 +32,10 @@ from afrocomet.distill.checkpoint import LoopState, load_checkpoint, save_checkp
 from afrocomet.distill.early_stopping import EarlyStopping
 from afrocomet.distill.invariants import preflight_invariants
 from afrocomet.distill.memory import require_memory
-from afrocomet.distill.objective import DISTILL_KINDS, HybridLoss
-from afrocomet.distill.optimization import StepPlan, build_optimizer
+from afrocomet.distill.objective import HybridLoss
+from afrocomet.distill.optimization import StepPlan, build_optimizer, temperature_at
 from afrocomet.distill.parallel import Synchronised, processes
 from afrocomet.distill.steplog import StepLog
-from afrocomet.distill.weighting import temperature_at
 from afrocomet.errors import AfroCometError
 
 
@@ -105,7 +104,7 @@ def _start(cfg: StageConfig, student: nn.Module, teacher: nn.Module | None, trai
     modes, the loss module, the teacher's pre-flight invariants and output cache, the MLM masker.
     Returns (loss, masker, start time); the stage's time includes building a teacher cache (or the
     frozen-prefix cache of the model it trains)."""
-    if teacher is None and cfg.kind in DISTILL_KINDS and (cfg.kd_weight > 0 or cfg.attention_weight > 0):
+    if teacher is None and cfg.reads_teacher:
         raise AfroCometError(f"stage '{cfg.name}' ({cfg.kind}) has KD/attention weights but no teacher")
     if len(train) == 0:
         raise AfroCometError(f"stage '{cfg.name}': no training examples")
@@ -155,9 +154,10 @@ def log_skipped(cfg: StageConfig, n: int) -> None:
 
 
 def _micro_step(synced, teacher: nn.Module | None, batch: dict[str, torch.Tensor], temperature: float, procs,
-                device: torch.device, grad_accum: int, final: bool) -> dict[str, float]:
+                device: torch.device, grad_accum: int, final: bool) -> dict[str, torch.Tensor]:
     """Forward and backward on this process's rows of one global batch; returns the global loss values
-    (each term, then `total`). On several processes the terms are weighted by this process's share
+    (each term, then `total`) as detached 0-dim tensors on the device (StepLog reads them to the host
+    every few steps: no device sync per micro-step). On several processes the terms are weighted by this process's share
     of the rows, and DDP averages the gradients during the `final` micro-step's backward
     (afrocomet.distill.parallel.Synchronised), so they equal the one-process ones."""
     share = procs.shares(batch, synced.task)
@@ -166,8 +166,8 @@ def _micro_step(synced, teacher: nn.Module | None, batch: dict[str, torch.Tensor
             terms, total = synced(teacher, batch, temperature, share)
         if total.requires_grad:
             (total / grad_accum).backward()
-    values = {**{k: float(v.detach()) for k, v in terms.items()}, "total": float(total.detach())}
-    return dict(zip(values, procs.mean_values(list(values.values()))))
+    values = torch.stack([v.detach().double() for v in (*terms.values(), total)])
+    return dict(zip([*terms, "total"], procs.mean_values(values)))
 
 
 def train_stage(cfg: StageConfig, student: nn.Module, train: Encoded, *, tokenizer, teacher: nn.Module | None = None,
@@ -195,7 +195,7 @@ def train_stage(cfg: StageConfig, student: nn.Module, train: Encoded, *, tokeniz
     loop = LoopState() if resume_from is None else load_checkpoint(Path(resume_from), **parts)
     synced = Synchronised(procs, student, loss_fn)  # DDP over the student and the loss module (several processes)
     log = StepLog(out_dir if procs.is_main else None, loop, resumed=resume_from is not None, name=cfg.name,
-                  total_steps=plan.total_steps, log_every=cfg.log_every, progress=progress and procs.is_main)
+                  total_steps=plan.total_steps, progress_every=cfg.progress_every, progress=progress and procs.is_main)
     stopper = EarlyStopping(evaluate, plan.eval_every, plan.total_steps, cfg.patience, loop, procs, device,
                             min_steps=cfg.min_steps)
     start -= loop.seconds  # a resumed stage counts the time before its checkpoint
@@ -227,6 +227,7 @@ def train_stage(cfg: StageConfig, student: nn.Module, train: Encoded, *, tokeniz
                     break
             if step < plan.total_steps and checkpoint_dir is not None and procs.is_main and cfg.checkpoint_every \
                     and step % cfg.checkpoint_every == 0:
+                log.flush()
                 state = LoopState(step, micro, epoch, batch_index + 1, log.history, stopper.kept_score(),
                                   stopper.best_step, stopper.bad_evals, time.perf_counter() - start, log.offset(),
                                   stopper.best_state)

@@ -13,7 +13,7 @@ def default_stages(quick: bool = False, pretrained_teacher: bool = False) -> lis
     if pretrained_teacher:
         return pretrained_stages(quick)
     if quick:
-        common = dict(batch_size=32, max_steps=12, log_every=4, lr=2e-3, eval_every=6)  # two dev evaluations a stage
+        common = dict(batch_size=32, max_steps=12, progress_every=4, lr=2e-3, eval_every=6)  # two dev evaluations a stage
         return [
             StageConfig(name="teacher-pretrain", kind="teacher-pretrain", epochs=1, **common),
             StageConfig(name="teacher-finetune", kind="teacher-finetune", epochs=1, **common),
@@ -47,11 +47,11 @@ def pretrained_stages(quick: bool = False) -> list[StageConfig]:
     if quick:
         return [
             StageConfig(name="teacher-finetune", kind="teacher-finetune", max_steps=80, batch_size=16, lr=1e-4,
-                        warmup_ratio=0.1, patience=0, eval_every=80, log_every=10),
+                        warmup_ratio=0.1, patience=0, eval_every=80, progress_every=10),
             StageConfig(name="stage1", kind="distill-mlm", max_steps=12, batch_size=32, lr=5e-4, patience=0,
-                        eval_every=12, log_every=4),
+                        eval_every=12, progress_every=4),
             StageConfig(name="stage2", kind="distill-task", max_steps=40, batch_size=32, lr=5e-4, patience=0,
-                        eval_every=40, log_every=10),
+                        eval_every=40, progress_every=10),
         ]
     # two epochs of fine-tuning at 8e-5 (dev every 200 steps, the best kept): on the five full training
     # sets ~2,400 steps, 1-2 hours on 2 CPU cores for e5-small; `data.train_rows` makes it smaller

@@ -66,7 +66,6 @@ class Context:
         """
         from afrocomet.distill.checkpoint import is_finished, list_checkpoints, load_finished, save_finished
         from afrocomet.distill.parallel import processes
-        from afrocomet.distill.objective import stage_task
         from afrocomet.distill.trainer import train_stage
 
         name = f"{stage.name}{tag}"
@@ -80,7 +79,7 @@ class Context:
         saved = list_checkpoints(checkpoints)
         if saved:
             log.info("stage %s resumes from %s", name, saved[-1].relative_to(self.work))
-        task = stage_task(stage.kind)
+        task = stage.task
         data = self.data.unlabelled if task == "mlm" else self.data.train
         evaluate = dev_mlm(self.data.dev, self.data.tokenizer, self.device) if task == "mlm" else \
             dev_f1(self.data.dev, self.pad_id, self.device)

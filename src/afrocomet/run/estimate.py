@@ -26,7 +26,6 @@ from afrocomet.run.context import Context
 log = logging.getLogger("afrocomet")
 
 TIMED_STEPS = 2  # after one warm-up step
-STUDENT_KINDS = ("distill-mlm", "distill-task", "student-finetune")
 
 
 def time_step(model: nn.Module, batch_size: int, length: int, *, backward: bool) -> float:
@@ -121,7 +120,7 @@ def estimate_run(ctx: Context, teacher: nn.Module) -> dict:
                 n = [unlabelled] if stage.kind == "distill-mlm" and len(sizes) == 1 else sizes
                 steps = runs * _plan_steps(stage, n)
                 each = step(student, "student", stage.batch_size, True)
-                if stage.kind != "student-finetune" and (stage.kd_weight > 0 or stage.attention_weight > 0):
+                if stage.reads_teacher:
                     each += step(teacher, "teacher", stage.batch_size, False)
             stages[stage.name] = {"steps": steps, "seconds": round(steps * each, 1)}
         search = _alpha_search(ctx, sizes)
@@ -142,7 +141,7 @@ def _alpha_search(ctx: Context, sizes: list[int]) -> dict | None:
     d = ctx.config.data
     if stage is None or not d.alpha_candidates or len(set(ctx.data.train.groups)) < 2 or len(sizes) > 1:
         return None
-    steps = min(d.alpha_search_steps, stage.max_steps or math.inf)
+    steps = min(d.probe_steps, stage.max_steps or math.inf)
     return {"steps": int(steps) * len(d.alpha_candidates), "batch_size": stage.batch_size}
 
 

@@ -154,11 +154,11 @@ def converged(stage: StageConfig, budget: int) -> StageConfig:
 def choose_lr(ctx: Context, stage: StageConfig, student: nn.Module, teacher: nn.Module | None, tag: str,
               seed: int) -> float:
     """The learning rate of `stage` chosen on dev among LR_GRID x stage.lr: a short copy of the stage
-    per candidate (a quarter epoch, at most data.alpha_search_steps, at most a third of the stage),
+    per candidate (a quarter epoch, at most data.probe_steps, at most a third of the stage),
     from the same student; the best dev score wins (ties: the stage's own lr). Recorded with the
     stage results as `lr-search<tag>`."""
     plan = StepPlan.of(stage, len(ctx.data.train))
-    steps = max(1, min(ctx.config.data.alpha_search_steps, plan.steps_per_epoch // 4, plan.total_steps // 3))
+    steps = max(1, min(ctx.config.data.probe_steps, plan.steps_per_epoch // 4, plan.total_steps // 3))
     from afrocomet.distill.trainer import reads_an_epoch
 
     lrs = [float(f"{stage.lr * factor:.3g}") for factor in LR_GRID]
@@ -214,7 +214,7 @@ def choose_alpha(ctx: Context, stage: StageConfig, student: nn.Module, teacher: 
     so the search costs the student's steps only."""
     from afrocomet.distill.trainer import reads_an_epoch
 
-    steps, default = min(ctx.config.data.alpha_search_steps, stage.max_steps or math.inf), ctx.config.data.sampling_alpha
+    steps, default = min(ctx.config.data.probe_steps, stage.max_steps or math.inf), ctx.config.data.sampling_alpha
     build = reads_an_epoch(stage, len(ctx.data.train))
     scores = _dev_probes(ctx, stage, student, teacher, seed, steps,
                          {alpha: (f"alpha-search[{alpha:g}]", {}, {"alpha": alpha, "build_cache": build})
@@ -228,4 +228,4 @@ def choose_alpha(ctx: Context, stage: StageConfig, student: nn.Module, teacher: 
 
 
 def _uses_teacher(stage: StageConfig) -> bool:
-    return stage.kind in ("distill-mlm", "distill-task") and (stage.kd_weight > 0 or stage.attention_weight > 0)
+    return stage.reads_teacher

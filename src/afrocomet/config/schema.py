@@ -1,8 +1,8 @@
-"""Typed configuration: dataclasses that YAML fills, and YAML out again.
+"""The config's fields (dataclasses) and their validation.
 
-A run is data + models + a list of stages. Every CLI option maps to one field here, and the
-resolved config is saved beside every output (`config.yaml`). Loading is strict: an unknown key,
-a wrong type or an out-of-range value is an `AfroCometError` naming the file and the line.
+A run is data + models + a list of stages. Every CLI option maps to one field here. A stage's kind
+decides its task and whether it reads a teacher (`StageConfig.task`, `.distills`, `.reads_teacher`):
+ask the stage, never test its kind string elsewhere. Reading and writing YAML is config/yaml_io.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from afrocomet.data.schema import ALL_LANGUAGES, DEFAULT_LANGUAGES
 from afrocomet.errors import AfroCometError
 
@@ -27,6 +25,9 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")  # what afrocomet.device.re
 LIMITS = {"batch_size": 65536, "grad_accum": 65536, "seeds": 100, "threads": 4096, "lr": 10.0, "temperature": 100.0,
           "final_temperature": 100.0, "sampling_alpha": 10.0, "alpha_candidates": 10.0, "epochs": 10000.0}
 STAGE_KINDS = ("teacher-pretrain", "teacher-finetune", "distill-mlm", "distill-task", "student-finetune")
+MLM_KINDS = ("teacher-pretrain", "distill-mlm")  # the rest train a classifier
+DISTILL_KINDS = ("distill-mlm", "distill-task")  # a student learning from a teacher
+TEACHER_KINDS = ("teacher-pretrain", "teacher-finetune")  # the teacher itself trains
 MATCHING_MODES = ("mean", "projection", "relations")
 ADAPTIVE_MODES = ("none", "magnitude", "uncertainty")
 NORMALIZE_MODES = ("none", "nfd-unknown")
@@ -69,7 +70,7 @@ class DataConfig:
     # wins ([] = no search: sampling_alpha is used). 0.3 is XLM-R's, 1.0 samples in proportion to size.
     alpha_candidates: list[float] = field(default_factory=lambda: [0.3, 0.5, 1.0], metadata={
         "help": "Choose alpha on dev among these (default 0.3,0.5,1.0; '' = no search)."})
-    alpha_search_steps: int = 400  # optimiser steps per candidate
+    probe_steps: int = 400  # optimiser steps of each probe on dev: a sampling-alpha candidate, an lr candidate
     per_language: bool = field(default=False, metadata={
         "help": "One student per language instead of one multilingual student."})
 
@@ -163,10 +164,30 @@ class StageConfig:
     eval_every: int = 0  # optimiser steps between dev evaluations (and one at the last step); 0 = once per epoch
     patience: int = 3  # evaluations without improvement before stopping early; 0 = never
     min_steps: int = 0  # early stopping never stops the stage before this optimiser step
-    log_every: int = 10
+    progress_every: int = 10  # optimiser steps between refreshes of the progress bar's loss values
     # exact resume (`afrocomet run --resume`): a checkpoint every N optimizer steps (0 = none)
     checkpoint_every: int = 200  # about 0.4 s per demo-teacher checkpoint: ~1.5% of the default run
     keep_checkpoints: int = 2  # the newest K checkpoints of the running stage are kept
+
+    @property
+    def task(self) -> str:
+        """"mlm" (teacher-pretrain, distill-mlm) or "classification" (the rest)."""
+        return "mlm" if self.kind in MLM_KINDS else "classification"
+
+    @property
+    def distills(self) -> bool:
+        """A student stage that may learn from a teacher (distill-mlm, distill-task)."""
+        return self.kind in DISTILL_KINDS
+
+    @property
+    def reads_teacher(self) -> bool:
+        """Whether the stage runs (or reads cached outputs of) a teacher: a distill stage with a KD or an
+        attention term."""
+        return self.distills and (self.kd_weight > 0 or self.attention_weight > 0)
+
+    @property
+    def trains_teacher(self) -> bool:
+        return self.kind in TEACHER_KINDS
 
 
 @dataclass
@@ -221,7 +242,7 @@ def validate_stage(stage: StageConfig, where: str = "config") -> None:
                  "relation_heads"):
         _check_positive(w, name, getattr(stage, name))
     _check_positive(w, "keep_checkpoints", stage.keep_checkpoints)
-    _check_positive(w, "log_every", stage.log_every)
+    _check_positive(w, "progress_every", stage.progress_every)
     for name in ("kd_weight", "attention_weight", "hard_weight", "weight_decay", "max_grad_norm", "patience",
                  "min_steps", "checkpoint_every", "eval_every"):
         _check_positive(w, name, getattr(stage, name), allow_zero=True)
@@ -299,7 +320,7 @@ def validate(config: RunConfig, where: str = "config", lines: dict[tuple, int] |
     _check_positive(where, "data.sampling_alpha", config.data.sampling_alpha, allow_zero=True)
     for alpha in config.data.alpha_candidates:
         _check_positive(where, "data.alpha_candidates entry", alpha, allow_zero=True)
-    _check_positive(where, "data.alpha_search_steps", config.data.alpha_search_steps)
+    _check_positive(where, "data.probe_steps", config.data.probe_steps)
     if config.compare_adaptive not in ADAPTIVE_MODES:
         raise AfroCometError(f"{where}: unknown compare_adaptive '{config.compare_adaptive}' "
                              f"(allowed: {', '.join(ADAPTIVE_MODES)})")
@@ -323,146 +344,3 @@ def validate(config: RunConfig, where: str = "config", lines: dict[tuple, int] |
     for stage in config.stages:
         validate_stage(stage, where)
     return config
-
-
-# ----------------------------------------------------------------------------- YAML in
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: str, first: int, line: int):
-        super().__init__(key)
-        self.key, self.first, self.line = key, first, line
-
-
-def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
-    """Map each key path in a YAML document to its 1-based line, for error messages."""
-    out = {} if out is None else out
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if path + (key,) in out:  # YAML would keep the last silently
-                raise _DuplicateKey(key, out[path + (key,)], key_node.start_mark.line + 1)
-            out[path + (key,)] = key_node.start_mark.line + 1
-            _line_index(value_node, path + (key,), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _line_index(item, path + (i,), out)
-    return out
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, path: tuple, fail) -> Any:
-    """Check `value` against type `tp` (dataclass, list[...], X | None, int, float, str, bool)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], path, fail)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            fail(path, f"expected a mapping for {'.'.join(map(str, path)) or 'the config'}, got {type(value).__name__}")
-        return _from_dict(tp, value, path, fail)
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            fail(path, f"'{_dotted(path)}' must be a list, got {type(value).__name__}")
-        return [_convert(v, item_tp, path + (i,), fail) for i, v in enumerate(value)]
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str) and FLOAT_TEXT.fullmatch(value.strip()):
-        return float(value)  # `lr: 5e-4`: YAML 1.1 (PyYAML) reads a float without a dot as text
-    if tp is bool and not isinstance(value, bool):
-        fail(path, f"'{_dotted(path)}' must be true or false, got {value!r}")
-    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
-        fail(path, f"'{_dotted(path)}' must be an integer, got {value!r}")
-    if tp in (float, str) and not isinstance(value, tp):
-        fail(path, f"'{_dotted(path)}' must be a {_type_name(tp)}, got {value!r}")
-    return value
-
-
-def _dotted(path: tuple) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (("." if out else "") + str(p))
-    return out
-
-
-def _from_dict(cls: type, data: dict, path: tuple, fail) -> Any:
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        if key not in known:
-            where = _dotted(path) or "top level"
-            fail(path + (key,), f"unknown key '{key}' in {where} (known: {', '.join(known)})")
-        kwargs[key] = _convert(value, hints[key], path + (key,), fail)
-    return cls(**kwargs)
-
-
-def from_dict(data: dict, source: str = "config", lines: dict[tuple, int] | None = None) -> RunConfig:
-    """Build and validate a RunConfig from plain data (e.g. parsed YAML)."""
-    lines = lines or {}
-
-    def fail(path: tuple, message: str) -> typing.NoReturn:
-        raise AfroCometError(message, path=source, line=_line_of(path, lines))
-
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        fail((), "a config file must hold a mapping of keys to values")
-    config = _from_dict(RunConfig, data, (), fail)
-    return validate(config, where=source, lines=lines)
-
-
-def load_config(path: str | Path) -> RunConfig:
-    """Read a YAML config file strictly (unknown keys and wrong types are errors with a line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise AfroCometError("config file not found", path=path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except UnicodeDecodeError as exc:
-        raise AfroCometError(f"not UTF-8 (byte {exc.start})", path=path) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = None if mark is None else mark.line + 1
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise AfroCometError(f"invalid YAML: {problem}", path=path, line=line) from exc
-    if data is None:  # 0 bytes, only comments, or `null`: not a config, whatever was meant
-        raise AfroCometError("config file holds no settings (it is empty, only comments, or null); "
-                             "start from `afrocomet config > run.yaml`", path=path)
-    try:
-        lines = _line_index(node) if node is not None else {}
-    except _DuplicateKey as dup:
-        raise AfroCometError(f"duplicate key '{dup.key}' (first on line {dup.first}); YAML would silently keep "
-                             "the last one: keep one", path=path, line=dup.line) from None
-    config = from_dict(data, source=str(path), lines=lines)
-    if not config.stages:
-        raise AfroCometError("config file lists no stages: nothing would be trained (see `afrocomet config` "
-                             "for the stages of the default run)", path=path)
-    return config
-
-
-# ----------------------------------------------------------------------------- YAML out
-
-
-def to_dict(config: RunConfig) -> dict:
-    return dataclasses.asdict(config)
-
-
-def to_yaml(config: RunConfig) -> str:
-    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
-
-
-def save_config(config: RunConfig, path: str | Path) -> Path:
-    from afrocomet.io import atomic_write_text
-
-    return atomic_write_text(path, to_yaml(config))

@@ -1,4 +1,4 @@
-"""Combining loss terms: fixed weights (default) or adaptive balancing, and the temperature schedule.
+"""Combining a stage's loss terms into the total: fixed weights (default) or adaptive balancing.
 
 - `none`: total = Σ w_i · L_i.
 - `magnitude`: each term is divided by a running (EMA, detached) estimate of its own size, so every
@@ -41,11 +41,3 @@ class LossBalancer(nn.Module):
         if total is None:
             raise ValueError("no loss term has a weight above 0")
         return total
-
-
-def temperature_at(step: int, total_steps: int, start: float, end: float | None) -> float:
-    """Linear temperature schedule from `start` to `end` over the stage (constant if end is None)."""
-    if end is None or total_steps <= 1:
-        return start
-    frac = min(max(step / (total_steps - 1), 0.0), 1.0)
-    return start + (end - start) * frac
