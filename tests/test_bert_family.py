@@ -99,25 +99,23 @@ def test_representation_only_drops_kd_or_stops_in_one_line():
 @pytest.mark.parametrize("kind", ["encoder", "mlm"])
 def test_stage1_teacher_is_the_encoder_alone_when_the_head_is_missing(tmp_path, kind):
     from afrocomet.config import RunConfig
-    from afrocomet.run.context import Context
     from afrocomet.run.teacher import _stage1_teacher
 
     folder, _ = _bert_folder(tmp_path, kind)
     config = RunConfig(stages=[StageConfig(name="ft", kind="teacher-finetune"), _stage(kd_weight=1.0)])
     config.model.teacher = str(folder)
-    ctx = Context(config, None, torch.device("cpu"), tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        teacher = _stage1_teacher(ctx)
+        teacher, stages, notes = _stage1_teacher(config)
     ours = [w for w in caught if issubclass(w.category, AfroCometWarning)]
     if kind == "encoder":
         assert isinstance(teacher, BertModel) and not hasattr(teacher, "cls")  # no head left to call
         assert len(ours) == 1 and "representation-only" in str(ours[0].message)
-        assert ctx.config.stages[1].kd_weight == 0.0 and config.stages[1].kd_weight == 1.0  # the caller's kept
-        assert ctx.teacher_notes["mlm_head"] == "missing" and ctx.teacher_notes["representation_only"] == ["stage1"]
+        assert stages[1].kd_weight == 0.0 and config.stages[1].kd_weight == 1.0  # the caller's kept
+        assert notes["mlm_head"] == "missing" and notes["representation_only"] == ["stage1"]
     else:
-        assert isinstance(teacher, BertForMaskedLM) and not ours and ctx.teacher_notes is None
-        assert ctx.config.stages[1].kd_weight == 1.0
+        assert isinstance(teacher, BertForMaskedLM) and not ours and notes is None
+        assert stages[1].kd_weight == 1.0
 
 
 def test_preflight_stops_a_stage1_that_has_nothing_to_distil(tmp_path):
@@ -209,12 +207,10 @@ def test_xlmr_student_from_a_bert_teacher_maps_positions_types_and_head(with_hea
 
 def test_a_random_classification_head_is_never_distilled_from(tmp_path):
     from afrocomet.config import RunConfig
-    from afrocomet.run.context import Context
     from afrocomet.run.teacher import _check_task_head
 
     finetune = StageConfig(name="ft", kind="teacher-finetune")
-    config = RunConfig(stages=[finetune, StageConfig(name="stage2", kind="distill-task")])
-    ctx = Context(config, None, torch.device("cpu"), tmp_path)
+    ctx = RunConfig(stages=[finetune, StageConfig(name="stage2", kind="distill-task")])  # the check reads the config
     _check_task_head(ctx, ["classifier.weight"], finetune)  # fine-tuning trains the new head
     _check_task_head(ctx, [], None)  # a trained head of its own
     with pytest.raises(AfroCometError, match="no trained classification head") as err:

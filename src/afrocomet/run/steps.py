@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,8 +32,8 @@ from afrocomet.run.ngram_teacher import fit_ngram_teacher, with_soft_labels
 from afrocomet.run.outputs import check_output_dir, check_resume, run_inputs
 from afrocomet.run.students import ALL, language_contexts, run_variants, train_student
 from afrocomet.run.systems import evaluate_systems, write_predictions
-from afrocomet.run.teacher import (check_teacher, freeze_teacher, prepare_teacher, save_hf_model, student_trim,
-                                   trim_vocabulary)
+from afrocomet.run.teacher import (build_teachers, check_teacher, finetune_teacher, freeze_teacher, save_hf_model,
+                                   student_trim, trim_vocabulary)
 
 log = logging.getLogger("afrocomet")
 Models = dict[str, list[dict[str, nn.Module]]]  # system -> one {language or ALL: model} per seed
@@ -68,8 +69,10 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, re
         data, notes = prepare_inputs(config, shapes, work)
         ctx = Context(config, data, device, work, progress)
         ctx.preparation.update(notes)
-        # trimming (model.trim_vocab) and the frozen parts come before the teacher is fine-tuned
-        teacher_mlm, teacher = prepare_teacher(ctx, lambda mlm, cls: before_finetune(ctx, mlm, cls))
+        teachers = build_teachers(ctx)
+        ctx.config, ctx.teacher_notes = replace(config, stages=teachers.stages), teachers.notes
+        before_finetune(ctx, teachers.mlm, teachers.cls)  # trimming (model.trim_vocab) and the frozen parts
+        teacher_mlm, teacher = finetune_teacher(ctx, teachers)
         ctx.preparation["teacher_dev"] = check_teacher(ctx, teacher)
         if combines_teachers(config):
             ctx.ngram = fit_ngram_teacher(ctx, teacher)
@@ -122,7 +125,7 @@ def before_finetune(ctx: Context, teacher_mlm: nn.Module | None, teacher_cls: nn
 
     m = ctx.config.model
     if m.trim_vocab:
-        ctx.preparation["vocab_trim"] = trim_vocabulary(ctx, teacher_mlm, teacher_cls)
+        ctx.data, ctx.vocab_keep, ctx.preparation["vocab_trim"] = trim_vocabulary(ctx, teacher_mlm, teacher_cls)
     finetunes = any(s.kind == "teacher-finetune" for s in ctx.config.stages)
     if finetunes and (m.freeze_teacher_embeddings or m.freeze_teacher_layers):
         frozen = freeze_teacher(teacher_cls, m.freeze_teacher_embeddings, m.freeze_teacher_layers)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
@@ -20,9 +21,23 @@ from afrocomet.run.inputs import prepare_data
 log = logging.getLogger("afrocomet")
 
 
-def prepare_teacher(ctx: Context, before_finetune=None) -> tuple[nn.Module | None, nn.Module]:
-    """Teacher preparation: (masked-LM teacher for stage 1, classification teacher for stage 2).
-    `before_finetune(mlm, cls)` runs once both are built, before the teacher is fine-tuned."""
+@dataclass
+class Teachers:
+    """The teachers as built or loaded, before any fine-tuning: `mlm` for stage 1 (None without a
+    distill-mlm stage), `cls` for stage 2, the `finetune` stage they still need (None: none or a head
+    already trained), and the run's `stages` and `notes` as the teacher requires them (a teacher without
+    a masked-LM head: stage 1 representation-only). run/steps.py puts `stages` and `notes` into the run."""
+
+    mlm: nn.Module | None
+    cls: nn.Module
+    finetune: StageConfig | None
+    stages: list[StageConfig]
+    notes: dict | None = None
+
+
+def build_teachers(ctx: Context) -> Teachers:
+    """Teacher preparation up to fine-tuning: a preset is built (and pretrained, if the run has that
+    stage); a Hub id or folder is loaded. Changes nothing in `ctx` but the results of the stages it trains."""
     from afrocomet.models.build import build_model, load_pretrained, missing_head
     from afrocomet.models.presets import get_preset
 
@@ -30,66 +45,68 @@ def prepare_teacher(ctx: Context, before_finetune=None) -> tuple[nn.Module | Non
     labels = ctx.id2label
     pretrain, finetune = _stage(ctx.config, "teacher-pretrain"), _stage(ctx.config, "teacher-finetune")
     need_mlm = _stage(ctx.config, "distill-mlm") is not None
+    stages, notes = list(ctx.config.stages), None
     if is_preset(m.teacher):
         mlm = build_model(get_preset(m.teacher), "mlm", vocab_size=vocab, seed=ctx.config.seed)
         if pretrain is not None:
             ctx.train(pretrain, mlm)
         cls = convert_head(mlm, "classification", len(labels), labels)
     else:
-        mlm = _stage1_teacher(ctx) if need_mlm else None
+        mlm, stages, notes = _stage1_teacher(ctx.config) if need_mlm else (None, stages, None)
         cls, info = load_pretrained(m.teacher, "classification", num_labels=len(labels), id2label=labels,
                                     trust_remote_code=m.trust_remote_code, output_loading_info=True)
         if has_task_head(m.teacher, labels, m.trust_remote_code):
             log.info("teacher %s already has a %d-class head: fine-tuning skipped", m.teacher, len(labels))
             finetune = None
-        _check_task_head(ctx, missing_head(cls, info["missing_keys"]), finetune)
-    if before_finetune is not None:  # vocabulary trimming, frozen parts (run/steps.py)
-        before_finetune(mlm, cls)
-    if finetune is not None:
-        ctx.train(finetune, cls)
-    for model in (mlm, cls):
+        _check_task_head(ctx.config, missing_head(cls, info["missing_keys"]), finetune)
+    return Teachers(mlm, cls, finetune, stages, notes)
+
+
+def finetune_teacher(ctx: Context, teachers: Teachers) -> tuple[nn.Module | None, nn.Module]:
+    """Fine-tune the classification teacher (when it needs it); both teachers frozen, in eval mode."""
+    if teachers.finetune is not None:
+        ctx.train(teachers.finetune, teachers.cls)
+    for model in (teachers.mlm, teachers.cls):
         if model is not None:
             model.eval().requires_grad_(False)
-    return mlm, cls
+    return teachers.mlm, teachers.cls
 
 
-def _check_task_head(ctx: Context, missing: list[str], finetune: StageConfig | None) -> None:
+def _check_task_head(config: RunConfig, missing: list[str], finetune: StageConfig | None) -> None:
     """A classification head missing from the teacher's folder is expected and trained by teacher
     fine-tuning (a missing pooler is trained with it); without that stage it would stay random, so
     a distillation stage with KD on its logits stops here in one line."""
-    reads = [s.name for s in ctx.config.stages if s.kind == "distill-task" and s.kd_weight > 0]
+    reads = [s.name for s in config.stages if s.kind == "distill-task" and s.kd_weight > 0]
     if missing and finetune is None and reads:
-        raise AfroCometError(f"teacher {ctx.config.model.teacher} has no trained classification head ({missing[0]} "
+        raise AfroCometError(f"teacher {config.model.teacher} has no trained classification head ({missing[0]} "
                              f"is missing) and the run has no teacher-finetune stage: {', '.join(reads)} would distil "
                              "from a random head; add a teacher-finetune stage")
 
 
-def _stage1_teacher(ctx: Context) -> nn.Module:
-    """The pretrained teacher of stage 1 (distill-mlm). When its folder lacks the masked-LM head
-    (transformers would initialise it at random, e.g. an embedding model like multilingual-e5),
-    stage 1 runs representation-only (`representation_only`: no KD on MLM logits, attention and
-    the student's MLM labels stay) against the encoder alone, so no random head is ever used; a
-    warning says so and results.json/report.md record it (`ctx.teacher_notes`)."""
-    from dataclasses import replace
-
+def _stage1_teacher(config: RunConfig) -> tuple[nn.Module, list[StageConfig], dict | None]:
+    """The pretrained teacher of stage 1 (distill-mlm), the run's stages for it, and notes for
+    results.json. When its folder lacks the masked-LM head (transformers would initialise it at
+    random, e.g. an embedding model like multilingual-e5), stage 1 runs representation-only
+    (`representation_only`: no KD on MLM logits, attention and the student's MLM labels stay) against
+    the encoder alone, so no random head is ever used; a warning says so, and the notes
+    (results.json/report.md) record it."""
     from afrocomet.distill.objective import representation_only
     from afrocomet.models.build import load_pretrained, missing_head
     from afrocomet.quiet import warn
 
-    m = ctx.config.model
+    m = config.model
     mlm, info = load_pretrained(m.teacher, "mlm", trust_remote_code=m.trust_remote_code, output_loading_info=True)
     missing = missing_head(mlm, info["missing_keys"])
     if not missing:
-        return mlm
-    stages = [representation_only(s, missing) if s.kind == "distill-mlm" else s for s in ctx.config.stages]
-    ctx.config = replace(ctx.config, stages=stages)
+        return mlm, list(config.stages), None
+    stages = [representation_only(s, missing) if s.kind == "distill-mlm" else s for s in config.stages]
     names = [s.name for s in stages if s.kind == "distill-mlm"]
     warn(f"teacher {m.teacher} has no masked-LM head ({len(missing)} weights missing, e.g. {missing[0]}): "
          f"{', '.join(names)} runs as representation-only distillation (attention + the student's MLM labels, "
          "no KD on MLM logits); the teacher's encoder alone is used, never a random head")
-    ctx.teacher_notes = {"mlm_head": "missing", "missing_weights": len(missing), "missing_example": missing[0],
-                         "representation_only": names, "kd_weight": 0.0}
-    return mlm.base_model  # the encoder alone: no head is left to call
+    notes = {"mlm_head": "missing", "missing_weights": len(missing), "missing_example": missing[0],
+             "representation_only": names, "kd_weight": 0.0}
+    return mlm.base_model, stages, notes  # the encoder alone: no head is left to call
 
 
 def _stage(config: RunConfig, kind: str) -> StageConfig | None:
@@ -128,24 +145,25 @@ def convert_head(model: nn.Module, task: str, num_labels: int, id2label: dict[in
     return new.to(next(model.parameters()).device)
 
 
-def trim_vocabulary(ctx: Context, teacher_mlm: nn.Module | None, teacher_cls: nn.Module) -> dict:
+def trim_vocabulary(ctx: Context, teacher_mlm: nn.Module | None, teacher_cls: nn.Module):
     """Keep the vocabulary rows the training text (train tweets + extra text) uses, in both teachers
-    with the same ids; the run's data is re-encoded with the trimmed tokenizer, and students are
-    built at (or, from a folder, trimmed to) the new size. Returns the numbers for results.json."""
+    with the same ids (in place). Returns the run's data re-encoded with the trimmed tokenizer, the old
+    ids kept (students are built at, or from a folder trimmed to, the new size) and the numbers for
+    results.json; run/steps.py puts the first two into the run."""
     from afrocomet.models.vocab import trim_together
 
     texts = [t for ds in ctx.data.datasets.values() for t in ds.texts("train")]
     texts += read_extra_text(ctx.config.data.extra_text)
     models = {"teacher": teacher_cls, **({"teacher_mlm": teacher_mlm} if teacher_mlm is not None else {})}
     tokenizer, keep, reports = trim_together(models, ctx.data.tokenizer, texts)
-    ctx.data = prepare_data(ctx.config, ctx.data.datasets, tokenizer)
-    ctx.vocab_keep = keep
+    data = prepare_data(ctx.config, ctx.data.datasets, tokenizer)
     r = reports["teacher"]
     log.info("vocabulary trimmed before teacher fine-tuning: %s", r.summary())
     # two different shares: of the vocabulary's rows, and of the training text's token occurrences
-    return {"rows_kept": r.rows_kept, "rows_total": r.rows_total, "rows_kept_fraction": r.rows_kept / r.rows_total,
-            "token_coverage": r.kept_fraction, "texts": r.texts, "when": "before teacher fine-tuning",
-            "teacher": {"parameters_before": r.parameters_before, "parameters_after": r.parameters_after}}
+    return data, keep, {
+        "rows_kept": r.rows_kept, "rows_total": r.rows_total, "rows_kept_fraction": r.rows_kept / r.rows_total,
+        "token_coverage": r.kept_fraction, "texts": r.texts, "when": "before teacher fine-tuning",
+        "teacher": {"parameters_before": r.parameters_before, "parameters_after": r.parameters_after}}
 
 
 def freeze_teacher(model: nn.Module, embeddings: bool, layers: int) -> dict:
