@@ -209,3 +209,19 @@ def test_sigterm_where_python_ignores_exceptions_is_asked_again(monkeypatch):
     with pytest.raises(cli_module.Terminated) as raised:
         cli_module._exit_on_sigterm(signal.SIGTERM, sys._getframe())
     assert raised.value.code == 143 and len(sent) == 1
+
+
+def test_an_internal_error_is_a_traceback_not_a_user_error(monkeypatch):
+    """A broken internal contract (InternalError) is a bug: `main` does not turn it into the one-line
+    user error with exit 2, so its traceback reaches the user and the bug report."""
+    from afrocomet.cli import data_cmds
+    from afrocomet.errors import AfroCometError, InternalError
+
+    assert not issubclass(InternalError, AfroCometError)
+
+    def broken(*args, **kwargs):
+        raise InternalError("kd_loss: student shape (2, 3) differs from teacher shape (2, 4)")
+
+    monkeypatch.setattr(data_cmds.presets, "callback", broken)
+    with pytest.raises(InternalError, match="differs"):
+        main(["presets"])

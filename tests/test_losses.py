@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from afrocomet.distill.losses import attention_kl, attention_mse, hard_label_loss, kd_loss, relation_loss
-from afrocomet.errors import AfroCometError
+from afrocomet.errors import AfroCometError, InternalError
 
 
 def softmax(xs: list[float]) -> list[float]:
@@ -68,9 +68,9 @@ def test_kd_loss_teacher_from_inference_mode_and_validation():
     s = torch.tensor(STUDENT, requires_grad=True)
     kd_loss(s, t, 2.0).backward()
     assert s.grad is not None
-    with pytest.raises(AfroCometError, match="temperature"):
+    with pytest.raises(InternalError, match="temperature"):
         kd_loss(s, t, 0.0)
-    with pytest.raises(AfroCometError, match="shape"):
+    with pytest.raises(InternalError, match="shape"):
         kd_loss(s, t[:, :2], 1.0)
 
 
@@ -142,9 +142,9 @@ def test_attention_loss_empty_mask_and_shape_errors():
     loss = attention_kl(s, T_MAP, torch.zeros(1, 3))
     loss.backward()
     assert loss.item() == 0.0 and s.grad is not None
-    with pytest.raises(AfroCometError, match="padding mask"):
+    with pytest.raises(InternalError, match="padding mask"):
         attention_mse(S_MAP, T_MAP, torch.ones(1, 4))
-    with pytest.raises(AfroCometError, match="differs"):
+    with pytest.raises(InternalError, match="differs"):
         attention_kl(S_MAP, T_MAP[:, :2, :2], PAD_MASK)
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from afrocomet.errors import AfroCometError
+from afrocomet.errors import InternalError
 
 
 def _check_same_shape(name: str, student: torch.Tensor, teacher: torch.Tensor) -> None:
     if student.shape != teacher.shape:
-        raise AfroCometError(
+        raise InternalError(
             f"{name}: student shape {tuple(student.shape)} differs from teacher shape {tuple(teacher.shape)}"
         )
 
@@ -39,14 +39,14 @@ def kd_loss(
     """
     _check_same_shape("kd_loss", student_logits, teacher_logits)
     if temperature <= 0:
-        raise AfroCometError(f"kd_loss: temperature must be > 0, got {temperature}")
+        raise InternalError(f"kd_loss: temperature must be > 0, got {temperature}")
     num_classes = student_logits.shape[-1]
     if mask is None:
         student = student_logits.reshape(-1, num_classes)  # [n, C]
         teacher = teacher_logits.reshape(-1, num_classes)
     else:
         if mask.shape != student_logits.shape[:-1]:
-            raise AfroCometError(
+            raise InternalError(
                 f"kd_loss: mask shape {tuple(mask.shape)} must be {tuple(student_logits.shape[:-1])}"
             )
         mask = mask.bool()
@@ -73,7 +73,7 @@ def combined_teacher_logits(
     """
     _check_same_shape("combined_teacher_logits", teacher_logits, other_probs)
     if not 0.0 <= weight <= 1.0:
-        raise AfroCometError(f"combined_teacher_logits: weight must be in [0, 1], got {weight}")
+        raise InternalError(f"combined_teacher_logits: weight must be in [0, 1], got {weight}")
     mixture = weight * F.softmax(teacher_logits.float() / temperature, dim=-1) + (1.0 - weight) * other_probs.float()
     return temperature * mixture.clamp_min(eps).log()
 
@@ -90,7 +90,7 @@ def hard_label_loss(
     (if given) mask is True there. No kept rows -> 0 with the graph intact.
     """
     if labels.shape != logits.shape[:-1]:
-        raise AfroCometError(
+        raise InternalError(
             f"hard_label_loss: labels shape {tuple(labels.shape)} must be {tuple(logits.shape[:-1])}"
         )
     keep = labels != ignore_index
@@ -107,9 +107,9 @@ def _pair_mask(mask: torch.Tensor, maps: torch.Tensor) -> tuple[torch.Tensor, in
     mask: [b, s] (1 real, 0 pad); maps: [b, s, s] or [b, h, s, s].
     """
     if maps.dim() not in (3, 4) or maps.shape[-1] != maps.shape[-2]:
-        raise AfroCometError(f"attention maps must be [b, s, s] or [b, h, s, s], got {tuple(maps.shape)}")
+        raise InternalError(f"attention maps must be [b, s, s] or [b, h, s, s], got {tuple(maps.shape)}")
     if mask.shape != (maps.shape[0], maps.shape[-1]):
-        raise AfroCometError(
+        raise InternalError(
             f"padding mask shape {tuple(mask.shape)} must be {(maps.shape[0], maps.shape[-1])}"
         )
     real = mask.bool()

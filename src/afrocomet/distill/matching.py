@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from afrocomet.distill.losses import attention_kl, attention_mse, relation_loss
-from afrocomet.errors import AfroCometError
+from afrocomet.errors import AfroCometError, InternalError
 from afrocomet.models.attention import AttentionCapture, split_heads, uniform_layer_map, validate_layer_map
 
 MODES = ("mean", "projection", "relations")
@@ -90,21 +90,21 @@ class AttentionMatcher(nn.Module):
         """forward() on the captures attached by `capture()`; `teacher` replaces the teacher's
         capture (an object with the same `pooled()` and `mask`, e.g. `distill.cache.CachedAttention`)."""
         if getattr(self, "_active", None) is None:
-            raise AfroCometError("attention matcher: loss() needs `with matcher.capture(student, teacher):`")
+            raise InternalError("attention matcher: loss() needs `with matcher.capture(student, teacher):`")
         if teacher is not None and self.keep != "pooled":
-            raise AfroCometError(f"{type(self).__name__} needs the teacher's live {self.keep}, not cached maps")
+            raise InternalError(f"{type(self).__name__} needs the teacher's live {self.keep}, not cached maps")
         teacher = self._active[1] if teacher is None else teacher
         if teacher is None:
-            raise AfroCometError("attention matcher: no teacher capture and no cached teacher maps")
+            raise InternalError("attention matcher: no teacher capture and no cached teacher maps")
         return self(self._active[0], teacher, mask)
 
     @staticmethod
     def _mask(student: AttentionCapture, teacher: AttentionCapture, mask: torch.Tensor | None):
         mask = student.mask if mask is None else mask
         if mask is None or teacher.mask is None:
-            raise AfroCometError("no attention captured: run the teacher and the student forward first")
+            raise InternalError("no attention captured: run the teacher and the student forward first")
         if teacher.mask.shape != mask.shape:
-            raise AfroCometError(
+            raise InternalError(
                 f"teacher saw a batch of shape {tuple(teacher.mask.shape)}, the student {tuple(mask.shape)}: "
                 "attention matching needs both to see the same tokens"
             )
