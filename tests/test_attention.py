@@ -14,7 +14,7 @@ from afrocomet.distill.matching import (
     build_matcher,
     default_relation_heads,
 )
-from afrocomet.errors import AfroCometError
+from afrocomet.errors import AfroCometError, InternalError
 from afrocomet.models.attention import AttentionCapture, uniform_layer_map, validate_layer_map
 
 PAD = 1
@@ -308,11 +308,11 @@ def test_build_matcher_errors():
     s_cap, t_cap = matcher.captures(student, teacher)
     with s_cap, t_cap:
         ids, mask = batch()
-        with pytest.raises(AfroCometError, match="run the teacher and the student"):
+        with pytest.raises(InternalError, match="run the teacher and the student"):
             matcher(s_cap, t_cap)
         teacher(*pad_more(ids, mask, 2))
         student(ids, attention_mask=mask)
-        with pytest.raises(AfroCometError, match="same tokens"):
+        with pytest.raises(InternalError, match="same tokens"):
             matcher(s_cap, t_cap)
 
 
@@ -362,7 +362,7 @@ def test_matcher_capture_context_and_base_model_calls():
     matcher = build_matcher("mean", student.config, teacher.config)
     ids, mask = batch()
     expected = matching_loss(matcher, student, teacher, ids, mask)
-    with pytest.raises(AfroCometError, match="matcher.capture"):
+    with pytest.raises(InternalError, match="matcher.capture"):
         matcher.loss(mask)
     with matcher.capture(student, teacher):
         with torch.inference_mode():
