@@ -121,12 +121,12 @@ class MeanMatcher(AttentionMatcher):
 
     def __init__(self, layer_map: Sequence[tuple[int, int]], loss: str = "kl"):
         super().__init__(layer_map)
-        self.loss_name, self.loss_fn = loss, _map_loss(loss)
+        self.loss_name, self.map_loss = loss, _map_loss(loss)
 
     def forward(self, student: AttentionCapture, teacher: AttentionCapture, mask: torch.Tensor | None = None):
         mask = self._mask(student, teacher, mask)
         s_maps, t_maps = student.pooled(), teacher.pooled()  # {layer: [b, s, s]}
-        losses = [self.loss_fn(s_maps[s], t_maps[t], mask) for s, t in self.layer_map]
+        losses = [self.map_loss(s_maps[s], t_maps[t], mask) for s, t in self.layer_map]
         return torch.stack(losses).mean()
 
 
@@ -139,7 +139,7 @@ class ProjectionMatcher(AttentionMatcher):
         self, layer_map: Sequence[tuple[int, int]], student_heads: int, teacher_heads: int, loss: str = "kl"
     ):
         super().__init__(layer_map)
-        self.loss_name, self.loss_fn = loss, _map_loss(loss)
+        self.loss_name, self.map_loss = loss, _map_loss(loss)
         self.student_heads, self.teacher_heads = student_heads, teacher_heads
         # mixing logits, one [Ht, Hs] matrix per pair; zeros = every teacher head sees the head mean
         self.mixing = nn.Parameter(torch.zeros(len(self.layer_map), teacher_heads, student_heads))
@@ -156,7 +156,7 @@ class ProjectionMatcher(AttentionMatcher):
     def _pair_loss(self, weights: torch.Tensor, s_map: torch.Tensor, t_map: torch.Tensor, mask: torch.Tensor):
         with torch.autocast(weights.device.type, enabled=False):
             projected = torch.einsum("th,bhqk->btqk", weights, s_map)  # [b, Ht, s, s]
-        return self.loss_fn(projected, t_map, mask)
+        return self.map_loss(projected, t_map, mask)
 
     def extra_repr(self) -> str:
         return f"layer_map={self.layer_map}, heads {self.student_heads} -> {self.teacher_heads}"

@@ -66,26 +66,24 @@ def reads_an_epoch(cfg: StageConfig, n_examples: int) -> bool:
 
 
 def _teacher_cache(cfg: StageConfig, student: nn.Module, teacher: nn.Module, train: Encoded, tokenizer,
-                   device: torch.device, build: bool | None = None):
+                   device: torch.device, build: bool):
     """The teacher-output cache (fp16) for this stage where it applies (distill/cache.py), else None.
-    Built when `build`, or (None) when the stage reads at least one epoch of examples; an existing
-    one is always used."""
+    Built when `build`; an existing one is always used."""
     from afrocomet.distill.cache import cached_layers, open_or_build
 
     layers = cached_layers(cfg, student.config, teacher.config)
     if layers is None:
         return None
-    build = reads_an_epoch(cfg, len(train)) if build is None else build
     return open_or_build(teacher, train, tokenizer, layers, device=device, build=build,
                          batch_size=max(64, cfg.batch_size))
 
 
 def _frozen_prefix(cfg: StageConfig, model: nn.Module, train: Encoded, tokenizer, loss_fn: HybridLoss,
-                   device: torch.device, build: bool | None = None):
+                   device: torch.device, build: bool):
     """The frozen-prefix cache (distill/frozen_prefix.py) of `model` for this stage where it applies:
     a classification stage with no attention term (no hooks on the student's layers) whose model has
     its embeddings and lowest N >= 1 layers frozen (embeddings alone: their forward is a lookup,
-    not worth gigabytes of states); built when `build`, or (None) when the stage reads an epoch."""
+    not worth gigabytes of states); built when `build`."""
     from afrocomet.distill.frozen_prefix import frozen_layers, open_or_build
 
     if not cfg.frozen_cache or loss_fn.task != "classification" or loss_fn.matcher is not None:
@@ -93,13 +91,12 @@ def _frozen_prefix(cfg: StageConfig, model: nn.Module, train: Encoded, tokenizer
     n = frozen_layers(model)
     if not n:
         return None
-    build = reads_an_epoch(cfg, len(train)) if build is None else build
     return open_or_build(model, train, tokenizer.pad_token_id, n, device=device, build=build,
                          batch_size=max(64, cfg.batch_size))
 
 
 def _start(cfg: StageConfig, student: nn.Module, teacher: nn.Module | None, train: Encoded, tokenizer,
-           device: torch.device, seed: int, build_cache: bool | None) -> tuple[HybridLoss, MLMMasker | None, float]:
+           device: torch.device, seed: int, build: bool) -> tuple[HybridLoss, MLMMasker | None, float]:
     """Everything before the first batch: the stage's sanity and memory checks, the seed, the models'
     modes, the loss module, the teacher's pre-flight invariants and output cache, the MLM masker.
     Returns (loss, masker, start time); the stage's time includes building a teacher cache (or the
@@ -119,8 +116,8 @@ def _start(cfg: StageConfig, student: nn.Module, teacher: nn.Module | None, trai
     loss_fn = HybridLoss(cfg, student, teacher).to(device)
     if loss_fn.uses_teacher:  # only with a teacher (HybridLoss)
         preflight_invariants(cfg, student, teacher, train, tokenizer)
-        loss_fn.cache = _teacher_cache(cfg, student, teacher, train, tokenizer, device, build_cache)
-    loss_fn.prefix = _frozen_prefix(cfg, student, train, tokenizer, loss_fn, device, build_cache)
+        loss_fn.cache = _teacher_cache(cfg, student, teacher, train, tokenizer, device, build)
+    loss_fn.prefix = _frozen_prefix(cfg, student, train, tokenizer, loss_fn, device, build)
     masker = MLMMasker(tokenizer, cfg.mlm_probability, seed=seed) if loss_fn.task == "mlm" else None
     return loss_fn, masker, start
 
@@ -174,7 +171,7 @@ def train_stage(cfg: StageConfig, student: nn.Module, train: Encoded, *, tokeniz
                 evaluate: Callable[[nn.Module], float] | None = None, out_dir: str | Path | None = None,
                 device: torch.device | str = "cpu", seed: int = 0, alpha: float | None = None, progress: bool = True,
                 checkpoint_dir: str | Path | None = None, resume_from: str | Path | None = None,
-                build_cache: bool | None = None) -> StageResult:
+                caches_as: StageConfig | None = None) -> StageResult:
     """Train `student` for one stage; returns what happened (steps, time, each term first/last).
 
     `evaluate(model) -> score` (higher is better) runs on dev each epoch (or every `eval_every`
@@ -182,11 +179,13 @@ def train_stage(cfg: StageConfig, student: nn.Module, train: Encoded, *, tokeniz
     without improvement. With `checkpoint_dir`, a checkpoint is written every `cfg.checkpoint_every`
     steps (the newest `cfg.keep_checkpoints` kept); `resume_from` (a checkpoint folder) continues
     exactly where it was written: same batches, masks, dropout, optimizer and scheduler state.
-    `build_cache` overrides when a teacher-output or frozen-prefix cache is built (None: when the
-    stage reads an epoch).
+    A teacher-output or frozen-prefix cache is built when the stage reads at least an epoch of its
+    examples (it pays off), or, given `caches_as`, when that stage would (a short probe of a stage
+    builds and reads the caches the stage itself will); an existing one is always read.
     """
     device = torch.device(device) if isinstance(device, str) else device
-    loss_fn, masker, start = _start(cfg, student, teacher, train, tokenizer, device, seed, build_cache)
+    build = reads_an_epoch(caches_as or cfg, len(train))
+    loss_fn, masker, start = _start(cfg, student, teacher, train, tokenizer, device, seed, build)
     plan, trainable = StepPlan.of(cfg, len(train)), [student, loss_fn]
     optimizer, scheduler = build_optimizer(cfg, trainable, plan.total_steps, device)
     parts = dict(student=student, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, masker=masker)

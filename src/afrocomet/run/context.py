@@ -58,7 +58,7 @@ class Context:
         return self.work / STATE
 
     def train(self, stage: StageConfig, model: nn.Module, *, teacher: nn.Module | None = None, tag: str = "",
-              seed: int | None = None, alpha: float | None = None, build_cache: bool | None = None) -> nn.Module:
+              seed: int | None = None, alpha: float | None = None, caches_as: StageConfig | None = None) -> nn.Module:
         """Run one stage through the single training loop and record what happened.
 
         The one place that decides: a stage finished before is loaded (weights, result, RNG
@@ -90,7 +90,7 @@ class Context:
                              out_dir=self.work / "logs" / name, device=self.device,
                              seed=self.config.seed if seed is None else seed, alpha=alpha, progress=self.progress,
                              checkpoint_dir=checkpoints, resume_from=saved[-1] if saved else None,
-                             build_cache=build_cache)
+                             caches_as=caches_as)
         log.info("stage %s done: %d steps in %.1fs, dev %.4f", name, result.steps, time.perf_counter() - t0,
                  result.best_score if result.best_score is not None else float("nan"))
         if result.log:

@@ -159,12 +159,10 @@ def choose_lr(ctx: Context, stage: StageConfig, student: nn.Module, teacher: nn.
     stage results as `lr-search<tag>`."""
     plan = StepPlan.of(stage, len(ctx.data.train))
     steps = max(1, min(ctx.config.data.probe_steps, plan.steps_per_epoch // 4, plan.total_steps // 3))
-    from afrocomet.distill.trainer import reads_an_epoch
-
     lrs = [float(f"{stage.lr * factor:.3g}") for factor in LR_GRID]
-    build = reads_an_epoch(stage, len(ctx.data.train))  # the probes read the cache the stage reads (as alpha's)
+    # the probes build and read the caches the stage itself will (as alpha's probes)
     scores = _dev_probes(ctx, stage, student, teacher, seed, steps,
-                         {lr: (f"lr-search[{lr:g}]", {"lr": lr}, {"tag": tag, "build_cache": build}) for lr in lrs})
+                         {lr: (f"lr-search[{lr:g}]", {"lr": lr}, {"tag": tag, "caches_as": stage}) for lr in lrs})
     chosen = max(scores, key=lambda lr: (scores[lr], -abs(math.log(lr / stage.lr))))
     ctx.results[f"lr-search{tag}"] = {"kind": "lr-search", "steps": 0, "probe_steps": steps, "chosen": chosen,
                                       "dev_weighted_f1": {f"{lr:g}": v for lr, v in scores.items()},
@@ -212,12 +210,9 @@ def choose_alpha(ctx: Context, stage: StageConfig, student: nn.Module, teacher: 
 
     The probes read the teacher-output cache that `stage` itself would build (they build it first),
     so the search costs the student's steps only."""
-    from afrocomet.distill.trainer import reads_an_epoch
-
     steps, default = min(ctx.config.data.probe_steps, stage.max_steps or math.inf), ctx.config.data.sampling_alpha
-    build = reads_an_epoch(stage, len(ctx.data.train))
     scores = _dev_probes(ctx, stage, student, teacher, seed, steps,
-                         {alpha: (f"alpha-search[{alpha:g}]", {}, {"alpha": alpha, "build_cache": build})
+                         {alpha: (f"alpha-search[{alpha:g}]", {}, {"alpha": alpha, "caches_as": stage})
                           for alpha in ctx.config.data.alpha_candidates})
     ctx.alpha = max(scores, key=lambda a: (scores[a], -abs(a - default)))
     ctx.alpha_search = {"stage": stage.name, "steps": steps, "dev_weighted_f1": {f"{a:g}": v for a, v in scores.items()},
