@@ -19,7 +19,7 @@ import warnings
 from typing import Iterator
 
 PREFIX = "afrocomet: warning: "
-LIBRARY_LOGGERS = ("transformers", "accelerate", "huggingface_hub", "onnxruntime", "torch", "urllib3")
+LIBRARY_LOGGERS = ("transformers", "accelerate", "huggingface_hub", "onnxruntime", "torch", "urllib3", "uvicorn")
 # transformers and huggingface_hub set their own levels from these when they are first imported
 # (huggingface_hub's retries without a network are a WARNING line each).
 LIBRARY_ENV = {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",

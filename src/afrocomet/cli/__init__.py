@@ -75,6 +75,7 @@ from afrocomet.cli.data_cmds import data, import_e5, presets, train_tokenizer_cm
 from afrocomet.cli.doctor_cmd import doctor
 from afrocomet.cli.model_cmds import bench, evaluate, export, predict
 from afrocomet.cli.run_cmd import _resolve_config, config_cmd, distill, run
+from afrocomet.cli.serve_cmd import serve
 from afrocomet import quiet
 from afrocomet.environment import check_torch
 from afrocomet.errors import AfroCometError
@@ -92,7 +93,7 @@ def cli(verbose: bool) -> None:
 
 
 for _command in (presets, data, train_tokenizer_cmd, trim_vocab_cmd, import_e5, config_cmd, run, distill, predict,
-                 evaluate, export, bench, doctor):
+                 evaluate, export, bench, serve, doctor):
     cli.add_command(_command)
 
 
