@@ -258,7 +258,8 @@ def test_a_full_queue_is_503_with_retry_after_over_http():
         busy.start()
         time.sleep(0.3)  # its 2 texts fill the queue while the model runs them
         status, headers, body = client.predict(["c"])
-        assert status == 503 and {k.lower(): v for k, v in headers.items()}.get("retry-after") == "1" and "queue of 2 texts is full" in body["error"]
+        retry = {k.lower(): v for k, v in headers.items()}.get("retry-after")
+        assert status == 503 and retry == "1" and "queue of 2 texts is full" in body["error"]
         busy.join()
         assert client.predict(["c"])[0] == 200
     finally:

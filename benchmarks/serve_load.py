@@ -1,0 +1,244 @@
+"""`afrocomet serve` under load: throughput, latency percentiles and errors, side by side in one run.
+
+Each row starts the real server (`afrocomet serve --port 0`, a subprocess on loopback), lets a fixed
+number of concurrent clients (threads, one tweet a request, real AfriSenti test tweets) send for a
+fixed time after a short warm-up, then stops them and the server (SIGTERM: it must exit 0). Then
+the same server's labels on check tweets are compared with `afrocomet predict` on the same tweets.
+
+Rows: the student in PyTorch fp32 and ONNX int8 (exported here unless given), each with
+micro-batching on and off; the run's teacher served the same way; with --presets, the `comet` and
+`afroxlmr-large` presets with random weights (the run's tokenizer), for the served-throughput ratio.
+
+    python benchmarks/serve_load.py --run runs/afrocomet                       # student and teacher of a run
+    python benchmarks/serve_load.py --run runs/afrocomet --presets --readme    # + comet vs AfroXLMR-Large
+    python benchmarks/serve_load.py --run runs/afrocomet --seconds 5 --clients 4 --rows student   # a look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, now, table, write_json  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared/data/afrisenti"
+README = Path(__file__).resolve().parent / "README.md"
+COMMAND = [sys.executable, "-m", "afrocomet"]
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", type=Path, required=True, help="a finished run folder (its student/ and teacher/)")
+    p.add_argument("--data-dir", type=Path, default=DATA)
+    p.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    p.add_argument("--seconds", type=float, default=20.0, help="load time per row (after the warm-up)")
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--threads", type=int, default=1, help="the server's model threads (the clients use the rest)")
+    p.add_argument("--check", type=int, default=100, help="test tweets whose labels are compared with predict")
+    p.add_argument("--rows", default="student,onnx,teacher", help="which rows: student, onnx, teacher")
+    p.add_argument("--presets", action="store_true", help="also comet vs afroxlmr-large, random weights")
+    p.add_argument("--json", type=Path, default=Path("/tmp/afrocomet-serve-load.json"))
+    p.add_argument("--readme", action="store_true", help="write the table into benchmarks/README.md")
+    return p.parse_args()
+
+
+def tweets(data_dir: Path) -> list[str]:
+    """Every test tweet of the five languages, in a fixed interleaved order."""
+    per = []
+    for lang in ("hau", "ibo", "kin", "swa", "yor"):
+        lines = (data_dir / lang / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]
+        per.append([line.split("\t")[0] for line in lines if line.split("\t")[0].strip()])
+    return [t for group in zip(*per) for t in group]
+
+
+class Server:
+    def __init__(self, model: Path, *more: str, threads: int):
+        self.proc = subprocess.Popen([*COMMAND, "serve", "--model", str(model), "--port", "0", "--threads",
+                                      str(threads), *more], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)
+        first = self.proc.stderr.readline()
+        found = re.search(r"on http://([\d.]+):(\d+);", first)
+        if not found:
+            raise SystemExit(f"the server did not start: {first}{self.proc.stderr.read()}")
+        self.url = f"http://{found.group(1)}:{found.group(2)}"
+        self.tail: list[str] = []
+        threading.Thread(target=lambda: [self.tail.append(x) for x in self.proc.stderr], daemon=True).start()
+
+    def predict(self, texts: list[str], timeout: float = 600) -> tuple[int, dict]:
+        body = json.dumps({"texts": texts}).encode()
+        request = urllib.request.Request(self.url + "/predict", data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=120)
+
+
+def load(server: Server, texts: list[str], clients: int, seconds: float, warmup: float) -> dict:
+    """`clients` threads, one tweet a request, for warmup + seconds; only requests started after the
+    warm-up count. Every non-200 answer or failed connection is an error."""
+    t0 = time.perf_counter()
+    start, end = t0 + warmup, t0 + warmup + seconds
+    done: list[tuple[float, float]] = []  # (started, latency)
+    errors: list[str] = []
+
+    def client(k: int):
+        i = k
+        while True:
+            began = time.perf_counter()
+            if began >= end:
+                return
+            try:
+                status, body = server.predict([texts[i % len(texts)]], timeout=120)
+                ok = status == 200 and len(body.get("predictions", [])) == 1
+            except Exception as exc:  # a refused or dropped connection
+                status, ok, body = repr(exc), False, {}
+            if began >= start:
+                (done.append((began, time.perf_counter() - began)) if ok else errors.append(str(status)))
+            i += clients
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lat = sorted(x[1] for x in done)
+
+    def pct(q: float) -> float | None:
+        return round(1000 * lat[min(len(lat) - 1, int(q * len(lat)))], 1) if lat else None
+
+    return {"requests": len(done), "errors": len(errors), "error_kinds": sorted(set(errors))[:5],
+            "throughput_rps": round(len(done) / seconds, 1), "p50_ms": pct(0.50), "p95_ms": pct(0.95),
+            "p99_ms": pct(0.99)}
+
+
+def predict_labels(model: Path, texts: list[str], more: list[str], work: Path) -> list[str]:
+    tsv, out = work / "check.tsv", work / "check.out.tsv"
+    tsv.write_text("ID\ttweet\n" + "".join(f"{i}\t{t}\n" for i, t in enumerate(texts)), encoding="utf-8")
+    subprocess.run([*COMMAND, "predict", "--model", str(model), "--input", str(tsv), "--output", str(out), *more],
+                   check=True, capture_output=True)
+    return [line.split("\t")[1] for line in out.read_text(encoding="utf-8").splitlines()[1:]]
+
+
+def onnx_folder(student: Path, work: Path) -> Path:
+    out = work / "student-onnx"
+    subprocess.run([*COMMAND, "export", "--model", str(student), "--onnx", "--int8", "--out", str(out)], check=True,
+                   capture_output=True)
+    return out
+
+
+def preset_folder(preset: str, tokenizer_from: Path, work: Path) -> Path:
+    """A preset classifier with random weights and the run's tokenizer, saved as a folder."""
+    from transformers import AutoTokenizer
+
+    from afrocomet.bench import random_weights_model
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_from)
+    model = random_weights_model(preset, "classification", vocab_size=len(tok))
+    model.config.id2label = {0: "negative", 1: "neutral", 2: "positive"}
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    out = work / preset
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def rows_to_run(args: argparse.Namespace, work: Path) -> list[tuple[str, Path, list[str]]]:
+    student, teacher, wanted = args.run / "student", args.run / "teacher", args.rows.split(",")
+    rows = []
+    if "student" in wanted:
+        rows += [("student, pytorch fp32, batching", student, []),
+                 ("student, pytorch fp32, one at a time", student, ["--no-batching"])]
+    if "onnx" in wanted:
+        onnx = onnx_folder(student, work)
+        rows += [("student, onnx int8, batching", onnx, ["--onnx-file", "model.int8.onnx"]),
+                 ("student, onnx int8, one at a time", onnx, ["--onnx-file", "model.int8.onnx", "--no-batching"])]
+    if "teacher" in wanted:
+        rows += [("teacher, pytorch fp32, batching", teacher, []),
+                 ("teacher, pytorch fp32, one at a time", teacher, ["--no-batching"])]
+    if args.presets:
+        rows += [(f"{p} (random weights), batching", preset_folder(p, student, work), [])
+                 for p in ("comet", "afroxlmr-large")]
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    texts = tweets(args.data_dir)
+    check = texts[:args.check]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="afrocomet-serve-load-") as tmp:
+        work = Path(tmp)
+        for name, model, more in rows_to_run(args, work):
+            server = Server(model, *more, threads=args.threads)
+            measured = load(server, texts, args.clients, args.seconds, args.warmup)
+            status, body = server.predict(check)
+            served = [p["label"] for p in body["predictions"]] if status == 200 else []
+            code = server.stop()
+            onnx = [m for m in more if m.endswith(".onnx")]
+            want = predict_labels(model, check, ["--threads", str(args.threads)]
+                                  + (["--onnx-file", onnx[0]] if onnx else []), work)
+            row = {"row": name, **measured, "exit_code": code,
+                   "labels_same": sum(a == b for a, b in zip(served, want)), "labels_checked": len(want)}
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    summary = {"date": now(), "machine": machine(), "clients": args.clients, "seconds": args.seconds,
+               "threads": args.threads, "command_line": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
+               "rows": results, "ratios": ratios(results)}
+    columns = ["row", "throughput_rps", "p50_ms", "p95_ms", "p99_ms", "requests", "errors", "labels_same"]
+    summary["table"] = table(results, columns)
+    print(summary["table"], "\n", json.dumps(summary["ratios"], indent=1))
+    write_json(args.json, summary)
+    if args.readme:
+        write_readme(summary)
+
+
+def ratios(rows: list[dict]) -> dict:
+    by = {r["row"]: r["throughput_rps"] for r in rows}
+
+    def ratio(a: str, b: str) -> float | None:
+        return round(by[a] / by[b], 2) if by.get(a) and by.get(b) else None
+
+    return {"batching / one at a time, student pytorch": ratio("student, pytorch fp32, batching",
+                                                               "student, pytorch fp32, one at a time"),
+            "batching / one at a time, student onnx int8": ratio("student, onnx int8, batching",
+                                                                 "student, onnx int8, one at a time"),
+            "student / teacher, pytorch, batching": ratio("student, pytorch fp32, batching",
+                                                          "teacher, pytorch fp32, batching"),
+            "comet / afroxlmr-large, batching": ratio("comet (random weights), batching",
+                                                      "afroxlmr-large (random weights), batching")}
+
+
+def write_readme(summary: dict) -> None:
+    text = README.read_text(encoding="utf-8")
+    cores = summary["machine"].get("cpu_count")
+    section = (f"## serve_load.py\n\n`{summary['command_line']}` ({summary['date']}, {cores} "
+               f"cores; {summary['clients']} clients for {summary['seconds']:g} s a row, one tweet a request, the "
+               f"server's model on {summary['threads']} thread(s)):\n\n```\n{summary['table']}\n```\n\nRatios: "
+               + ", ".join(f"{k} {v}" for k, v in summary["ratios"].items()) + "\n")
+    start = text.find("## serve_load.py")
+    if start < 0:
+        text = text.rstrip() + "\n\n" + section
+    else:
+        nxt = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[nxt + 1:] if nxt >= 0 else "")
+    README.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
