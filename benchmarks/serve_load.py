@@ -148,7 +148,7 @@ def preset_folder(preset: str, tokenizer_from: Path, work: Path) -> Path:
 
     from afrocomet.bench import random_weights_model
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_from)
+    tok = AutoTokenizer.from_pretrained(tokenizer_from, trust_remote_code=False)
     model = random_weights_model(preset, "classification", vocab_size=len(tok))
     model.config.id2label = {0: "negative", 1: "neutral", 2: "positive"}
     model.config.label2id = {v: k for k, v in model.config.id2label.items()}

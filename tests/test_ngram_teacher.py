@@ -10,7 +10,7 @@ import torch
 from afrocomet.config import StageConfig
 from afrocomet.data.batching import Encoded, collate
 from afrocomet.distill import losses as L
-from afrocomet.errors import AfroCometError
+from afrocomet.errors import AfroCometError, InternalError
 from afrocomet.models import ngram
 from afrocomet.run.ngram_teacher import W_GRID, NgramTeacher
 
@@ -72,7 +72,7 @@ def test_combined_logits_give_the_mixture_at_the_same_temperature():
         logits = L.combined_teacher_logits(z, q, w, T)
         by_hand = w * torch.softmax(z / T, -1) + (1 - w) * q
         torch.testing.assert_close(torch.softmax(logits / T, -1), by_hand, atol=1e-6, rtol=1e-5)
-    with pytest.raises(AfroCometError, match="weight"):
+    with pytest.raises(InternalError, match="weight"):
         L.combined_teacher_logits(z, q, 1.5, 2.0)
 
 
