@@ -84,6 +84,19 @@ class Server:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
 
+    def labels(self, texts: list[str]) -> list[str]:
+        """The served labels of `texts`, in requests of at most the server's per-request limit (/info);
+        any answer but 200 ends the benchmark."""
+        with urllib.request.urlopen(self.url + "/info", timeout=60) as response:
+            per_request = json.loads(response.read())["limits"]["max_texts"]
+        out = []
+        for i in range(0, len(texts), per_request):
+            status, body = self.predict(texts[i:i + per_request])
+            if status != 200:
+                raise SystemExit(f"the label check got {status}: {body}")
+            out += [p["label"] for p in body["predictions"]]
+        return out
+
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=120)
@@ -147,14 +160,16 @@ def preset_folder(preset: str, tokenizer_from: Path, work: Path) -> Path:
     from transformers import AutoTokenizer
 
     from afrocomet.bench import random_weights_model
+    from afrocomet.quiet import no_progress_bars
 
     tok = AutoTokenizer.from_pretrained(tokenizer_from, trust_remote_code=False)
     model = random_weights_model(preset, "classification", vocab_size=len(tok))
     model.config.id2label = {0: "negative", 1: "neutral", 2: "positive"}
     model.config.label2id = {v: k for k, v in model.config.id2label.items()}
     out = work / preset
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
+    with no_progress_bars():
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
     return out
 
 
@@ -187,8 +202,7 @@ def main() -> None:
         for name, model, more in rows_to_run(args, work):
             server = Server(model, *more, threads=args.threads)
             measured = load(server, texts, args.clients, args.seconds, args.warmup)
-            status, body = server.predict(check)
-            served = [p["label"] for p in body["predictions"]] if status == 200 else []
+            served = server.labels(check)
             code = server.stop()
             onnx = [m for m in more if m.endswith(".onnx")]
             want = predict_labels(model, check, ["--threads", str(args.threads)]
