@@ -54,6 +54,31 @@ def test_goal_lines_say_met_or_not(bench):
     assert lines[6].endswith("55.00 vs 52.00 (+3.00)")
 
 
+def test_goal_lines_without_the_ablations(bench):
+    """--no-ablations: no KD-only line (no nan, no comparison against a missing row)."""
+    results = _results()
+    for block in (results["average"], *results["languages"].values()):
+        del block["student_kd_only"], block["student_no_distill"]
+    lines = bench.goal_lines(results)
+    assert not any("KD-only" in line or "nan" in line for line in lines)
+    assert lines[-1].endswith("55.00 vs 52.00 (+3.00)")
+
+
+def test_run_command_passes_the_student_choices(bench):
+    import argparse
+
+    base = dict(teacher=Path("/e5"), data_dir=Path("/d"), languages="hau", train_rows=None, dev_rows=None,
+                all_rows=True, freeze_teacher_layers=None, student="comet-384-l2", epochs=None, device="cpu",
+                out=Path("/o"), quick=False)
+    cmd = bench.run_command(argparse.Namespace(**base, student_init=None, no_ablations=False, no_compare_init=False),
+                            cuda=False)
+    assert "--compare-init" in cmd and "--no-ablations" not in cmd and "--student-init" not in cmd
+    cmd = bench.run_command(argparse.Namespace(**base, student_init="layers", no_ablations=True, no_compare_init=True),
+                            cuda=False)
+    assert "--compare-init" not in cmd and "--no-ablations" in cmd
+    assert cmd[cmd.index("--student-init") + 1] == "layers"
+
+
 def test_section_replaced_in_place(bench):
     text = "# B\n\n## a.py\n\nold a\n\n## pretrained_teacher.py\n\nold\n\n## z.py\n\nz\n"
     new = bench.replace_section(text, "## pretrained_teacher.py\n\nnew\n\n")
