@@ -181,3 +181,26 @@ def test_relation_loss_fully_padded_sequence_has_finite_zero_grad():
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(s.grad).all()
     assert torch.equal(s.grad[1], torch.zeros(3, 3))
+
+
+def test_magnitude_balancer_keeps_its_running_sizes_on_the_device():
+    """Each term divided by the EMA of its own size; the EMA is a detached tensor (no host read a
+    micro-step), its floats only on request (a checkpoint), and it goes on from those floats."""
+    from afrocomet.distill.balancing import LossBalancer
+
+    balancer, reference = LossBalancer({"hard": 1.0, "kd": 0.5}, "magnitude", momentum=0.9), {}
+    steps = [{"hard": 2.0, "kd": 40.0}, {"hard": 1.0, "kd": 20.0}, {"hard": 0.5, "kd": 30.0}]
+    for values in steps:
+        losses = {k: torch.tensor(v, requires_grad=True) for k, v in values.items()}
+        total = balancer(losses)
+        want = 0.0
+        for k, w in (("hard", 1.0), ("kd", 0.5)):
+            reference[k] = 0.9 * reference.get(k, values[k]) + 0.1 * values[k]
+            want += w * values[k] / reference[k]
+        assert float(total.detach()) == pytest.approx(want, rel=1e-6)
+        assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in balancer.running.values())
+    assert balancer.running_sizes() == pytest.approx(reference, rel=1e-6)
+    resumed = LossBalancer({"hard": 1.0, "kd": 0.5}, "magnitude", momentum=0.9)
+    resumed.running = balancer.running_sizes()
+    nxt = {"hard": torch.tensor(1.5), "kd": torch.tensor(10.0)}
+    assert float(resumed(nxt)) == pytest.approx(float(balancer(nxt)), rel=1e-6)

@@ -19,7 +19,7 @@ class LossBalancer(nn.Module):
         self.weights = {k: float(w) for k, w in weights.items() if w > 0}
         self.mode = mode
         self.momentum = momentum
-        self.running: dict[str, float] = {}
+        self.running: dict[str, torch.Tensor | float] = {}  # floats when loaded from a checkpoint
         if mode == "uncertainty":
             self.log_vars = nn.ParameterDict({k: nn.Parameter(torch.zeros(())) for k in self.weights})
 
@@ -27,11 +27,11 @@ class LossBalancer(nn.Module):
         total = None
         for name, weight in self.weights.items():
             loss = losses[name]
-            if self.mode == "magnitude":
-                value = float(loss.detach())
+            if self.mode == "magnitude":  # the running size stays a detached tensor: no device sync a step
+                value = loss.detach().float()
                 prev = self.running.get(name, value)
                 self.running[name] = self.momentum * prev + (1 - self.momentum) * value
-                term = weight * loss / max(self.running[name], 1e-8)
+                term = weight * loss / self.running[name].clamp_min(1e-8).to(loss.dtype)
             elif self.mode == "uncertainty":
                 s = self.log_vars[name]
                 term = weight * (torch.exp(-s) * loss + s)
@@ -41,3 +41,7 @@ class LossBalancer(nn.Module):
         if total is None:
             raise ValueError("no loss term has a weight above 0")
         return total
+
+    def running_sizes(self) -> dict[str, float]:
+        """The running sizes as floats (a checkpoint's record; one host read each)."""
+        return {k: float(v) for k, v in self.running.items()}

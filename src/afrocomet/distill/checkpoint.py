@@ -135,7 +135,7 @@ def save_checkpoint(stage_dir: Path, loop: LoopState, *, student: nn.Module, los
     rng_tensors, rng_meta = rng_state(masker)
     meta = {k: v for k, v in loop.__dict__.items() if k != "best_state"}
     meta.update(optimizer=opt_meta, scheduler=scheduler.state_dict(), rng=rng_meta,
-                balancer_running=dict(getattr(loss_fn.balancer, "running", {})))
+                balancer_running=loss_fn.balancer.running_sizes())
     with atomic_dir(folder) as tmp:
         save_model(student, str(tmp / "model.safetensors"))
         save_file(_own(loss_fn.state_dict()), str(tmp / "loss.safetensors"))
