@@ -66,15 +66,18 @@ def distill(config_file, **opts) -> None:
 def _resolve_config(config_file: Path | None, opts: dict, base=None):
     """Config file (or `base`, or the built-in default), then flags on top; validated."""
     from afrocomet.config import load_config, validate
-    from afrocomet.run import default_config
 
     quick = opts["quick"]
     if quick and (config_file or base is not None):
         refuse_quick_with(f"--config {config_file}" if config_file else f"--resume {opts.get('resume')}")
     if config_file:
         config = load_config(config_file)
+    elif base is not None:
+        config = base
     else:
-        config = base if base is not None else default_config(quick=quick, teacher=opts["teacher"])
+        from afrocomet.run import default_config  # torch and transformers: a bad config file fails before them
+
+        config = default_config(quick=quick, teacher=opts["teacher"])
     if opts["out"] is None and config_file is None and base is None:
         config.out = "runs/quick" if quick else "runs/afrocomet"
     apply_flags(config, opts)
@@ -94,9 +97,6 @@ def refuse_quick_with(what: str) -> None:
 def _run(config_file: Path | None, opts: dict) -> None:
     import logging
 
-    from afrocomet.distill.parallel import leave
-    from afrocomet.run import run as run_pipeline
-
     logging.basicConfig(level=logging.WARNING if opts["quiet"] else logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
     if opts["num_processes"] and opts["num_processes"] > 1 and "WORLD_SIZE" not in os.environ:
@@ -106,6 +106,9 @@ def _run(config_file: Path | None, opts: dict) -> None:
         config = _resume_config(config_file, opts)
     else:
         config = _resolve_config(config_file, opts)
+    from afrocomet.distill.parallel import leave
+    from afrocomet.run import run as run_pipeline
+
     try:
         results = run_pipeline(config, overwrite=opts["overwrite"], progress=not opts["quiet"],
                                resume=opts["resume"] is not None, source=str(config_file) if config_file else "config")
