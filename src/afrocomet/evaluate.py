@@ -14,7 +14,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from afrocomet.data.schema import LABELS
 from afrocomet.errors import AfroCometError
@@ -52,6 +51,8 @@ def compute_metrics(
     `y_true` and `y_pred` hold label names or class ids (positions in `labels`). A class absent
     from both gets F1 0.0 (it counts in macro F1, not in weighted F1, whose weights are supports).
     """
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score  # scipy: only where metrics are computed
+
     if len(y_true) != len(y_pred):
         raise AfroCometError(f"{len(y_true)} gold labels but {len(y_pred)} predictions")
     if len(y_true) == 0:
