@@ -238,6 +238,23 @@ def test_efficiency_with_missing_values_and_log_paths(tmp_path):
     assert _linked_pngs(report) == ["plots/loss_s1.png", "plots/loss_s2.png"]
 
 
+def test_the_probes_of_one_search_share_one_plot(tmp_path):
+    """lr-search[*]<tag> and alpha-search[*]: one figure per search (a line per candidate), not one per probe."""
+    stages = {}
+    for name in ("stage2", "lr-search[0.001]", "lr-search[0.003]", "lr-search[0.001][paper]",
+                 "lr-search[0.003][paper]", "alpha-search[0.3]", "alpha-search[1]"):
+        log = tmp_path / "logs" / name / "log.jsonl"
+        log.parent.mkdir(parents=True)
+        log.write_text(_log_lines(["hard", "total"], 20, 10) + json.dumps({"step": 20, "dev_score": 0.5}) + "\n",
+                       encoding="utf-8")
+        stages[name] = {"kind": "distill-task"}
+    stages["lr-search[paper]"] = {"kind": "lr-search", "steps": 0}  # the search's record: no log, no plot
+    report = write_report({"stages": stages}, tmp_path).read_text(encoding="utf-8")
+    assert _linked_pngs(report) == ["plots/loss_stage2.png", "plots/loss_lr-search.png",
+                                    "plots/loss_lr-search_paper.png", "plots/loss_alpha-search.png"]
+    assert all((tmp_path / p).stat().st_size > 0 for p in _linked_pngs(report))
+
+
 def test_report_says_how_each_system_differs(tmp_path):
     """Issues 13 and 18: the teacher's α, the chosen C, the one training rule with each row's steps and lr,
     the three teachers with w chosen on dev, and the paper's student beside the hybrid one."""

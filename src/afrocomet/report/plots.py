@@ -1,4 +1,5 @@
-"""The report's plots (`plots/*.png`): F1 by language, confusion matrices, loss curves per stage.
+"""The report's plots (`plots/*.png`): F1 by language, confusion matrices, loss curves per stage (the
+short probes of one lr or alpha search in one figure).
 
 They use matplotlib's object API (`matplotlib.figure.Figure`), which renders with Agg and never
 touches pyplot's global state or a screen. A plot that fails on odd data is skipped with a warning.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -108,6 +110,57 @@ def plot_stage_losses(rows: Sequence[dict], title: str, path: Path) -> Path | No
     return _save(fig, path)
 
 
+PROBE = re.compile(r"^(lr-search|alpha-search)\[([^\]]+)\](.*)$")  # "lr-search[0.001][paper]": search, value, tag
+
+
+def plot_probes(probes: Sequence[tuple[str, Sequence[dict]]], title: str, path: Path) -> Path | None:
+    """One search's short probes in one figure: each candidate's total loss vs step, its dev score in the legend."""
+    fig = Figure(figsize=(7.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    drawn = 0
+    for i, (value, rows) in enumerate(probes):
+        series = _loss_series(rows)
+        if "total" not in series:
+            continue
+        steps, values = series["total"]
+        window = max(1, len(values) // 50)
+        if window > 1:
+            steps, values = _smooth(steps, values, window)
+        dev = [float(r["dev_score"]) for r in rows if _is_number(r.get("dev_score"))]
+        ax.plot(steps, values, color=f"C{i}", linewidth=1.2,
+                label=f"{value}" + (f" (dev {dev[-1]:.4f})" if dev else ""))
+        drawn += 1
+    if not drawn:
+        return None
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("total loss")
+    ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(4, drawn), frameon=False, fontsize="small")
+    return _save(fig, path)
+
+
+def _stage_plots(results: Mapping, out_dir: Path, plots_dir: Path) -> list[tuple[str, Path | None]]:
+    """A loss plot per stage; the probes of one search (lr-search[*]<tag>, alpha-search[*]) share one."""
+    plots, searches = [], {}
+    for name, stage in (results.get("stages") or {}).items():
+        log_file = _log_path(name, stage, out_dir) if isinstance(stage, Mapping) else None
+        if log_file is None:
+            continue
+        probe = PROBE.match(name)
+        if probe:
+            searches.setdefault(probe.group(1) + probe.group(3), []).append((probe.group(2), read_log(log_file)))
+            continue
+        title = f"{name} ({stage['kind']})" if stage.get("kind") else name
+        plots.append((f"Training losses, {name}", _try_plot(plot_stage_losses, read_log(log_file), title,
+                                                            plots_dir / f"loss_{_safe_name(name)}.png")))
+    for search, probes in searches.items():
+        plots.append((f"Training losses, {search} (one probe per candidate)",
+                      _try_plot(plot_probes, probes, f"{search}: one short probe per candidate",
+                                plots_dir / f"loss_{_safe_name(search)}.png")))
+    return plots
+
+
 def _summed_confusion(results: Mapping, system: str) -> tuple[np.ndarray, list[str]] | None:
     """The confusion matrix of `system` summed over languages, and the languages it covers."""
     total, used = None, []
@@ -166,10 +219,5 @@ def write_plots(results: Mapping, out_dir: Path) -> list[tuple[str, Path]]:
     for system in ("teacher", "student"):
         plots.append((f"Confusion matrix, {_system_name(system)}",
                       _try_plot(plot_confusion, results, system, plots_dir / f"confusion_{system}.png")))
-    for name, stage in (results.get("stages") or {}).items():
-        log_file = _log_path(name, stage, out_dir) if isinstance(stage, Mapping) else None
-        if log_file is not None:
-            title = f"{name} ({stage['kind']})" if stage.get("kind") else name
-            plots.append((f"Training losses, {name}", _try_plot(plot_stage_losses, read_log(log_file), title,
-                                                                plots_dir / f"loss_{_safe_name(name)}.png")))
+    plots += _stage_plots(results, out_dir, plots_dir)
     return [(caption, path) for caption, path in plots if path is not None]

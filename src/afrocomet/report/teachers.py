@@ -96,7 +96,8 @@ def training_section(results: Mapping) -> list[str]:
             "lr (dev)": f"{search.get('chosen'):g}" if _is_number(search.get("chosen")) else "-",
             "dev weighted F1": _pct(stage.get("best_score"))}
     first = next(iter(searches.values()))
-    rule = (f"Every student row trains stage 2 by one rule: at most {first.get('max_epochs', '?'):g} epochs"
+    epochs = f"{first['max_epochs']:g}" if _is_number(first.get("max_epochs")) else "?"
+    rule = (f"Every student row trains stage 2 by one rule: at most {epochs} epochs"
             + (f" / {first['max_steps']:,} steps" if _is_number(first.get("max_steps")) else "")
             + f", dev evaluation with early stopping after {first.get('patience', '?')} evaluations without "
             f"improvement, never before step {int(first.get('min_steps') or 0):,} (stage 2's own budget), the best "
