@@ -40,14 +40,14 @@ def test_alpha_chosen_on_dev_and_adaptive_compared(tmp_path, afrisenti_dir, one_
 
 
 def test_one_student_per_language(tmp_path, afrisenti_dir, one_thread):
-    out, results = _run(tmp_path, afrisenti_dir, "--per-language")
+    out, results = _run(tmp_path, afrisenti_dir, "--per-language", "--train-rows", "400")
     assert results["sampling"]["per_language"] is True
     for lang in ("swa", "kin"):  # each language's stages, its own student folder, its own predictions
         assert results["stages"][f"stage2[{lang}]"]["steps"] > 0
         assert (out / "student" / lang / "model.safetensors").is_file()
         assert (out / "predictions" / f"{lang}.tsv").is_file()
     assert "stage2" not in results["stages"]  # no multilingual student was trained
-    for lang, n_train in (("swa", 1810), ("kin", 3302)):  # each trained on its own language's tweets only
+    for lang, n_train in (("swa", 400), ("kin", 400)):  # each trained on its own language's (sampled) tweets only
         budget = round(12 / math.ceil(n_train / 32), 3)  # every student row: its budget, up to 3x (early stopping)
         assert budget <= results["stages"][f"stage2[{lang}]"]["epochs"] <= round(3 * budget, 3) + 1e-9
 
@@ -57,13 +57,6 @@ def test_bad_alpha_candidates_flag(tmp_path, capsys):
     assert code == 2
     assert "--alpha-candidates" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
-
-
-def test_fixed_sampling_alpha_turns_the_search_off(tmp_path, afrisenti_dir, one_thread):
-    out, results = _run(tmp_path, afrisenti_dir, "--sampling-alpha", "0.7")
-    assert results["sampling"] == {"alpha": 0.7, "search": None, "per_language": False}
-    assert not any(name.startswith("alpha-search") for name in results["stages"])
-    assert results["config"]["data"]["alpha_candidates"] == []
 
 
 def test_alpha_probes_read_the_cache_the_stage_builds(tmp_path, afrisenti_dir, one_thread, monkeypatch):
@@ -90,10 +83,15 @@ def test_alpha_probes_read_the_cache_the_stage_builds(tmp_path, afrisenti_dir, o
     assert results["sampling"]["search"]["chosen"] == results["sampling"]["alpha"]
 
 
-def test_train_and_dev_rows_sample_each_language(tmp_path, afrisenti_dir, one_thread):
+def test_train_and_dev_rows_sample_each_language_and_a_fixed_alpha_turns_the_search_off(tmp_path, afrisenti_dir,
+                                                                                         one_thread):
     """--train-rows / --dev-rows: every system (students, teacher and TF-IDF) sees the same sampled rows;
-    the test sets stay whole, and the report says what was cut."""
-    out, results = _run(tmp_path, afrisenti_dir, "--train-rows", "400", "--dev-rows", "300")
+    the test sets stay whole, and the report says what was cut. --sampling-alpha (the same run, the
+    two are independent): no alpha search."""
+    out, results = _run(tmp_path, afrisenti_dir, "--train-rows", "400", "--dev-rows", "300", "--sampling-alpha", "0.7")
+    assert results["sampling"] == {"alpha": 0.7, "search": None, "per_language": False}
+    assert not any(name.startswith("alpha-search") for name in results["stages"])
+    assert results["config"]["data"]["alpha_candidates"] == []
     assert results["rows"] == {"swa": {"train": [400, 1810], "dev": [300, 453]},
                                "kin": {"train": [400, 3302], "dev": [300, 827]}}
     budget = round(12 / math.ceil(800 / 32), 3)  # 800 rows, not 5,112; up to 3x under the one training rule
