@@ -1,9 +1,10 @@
 """`afrocomet serve` under load: throughput, latency percentiles and errors, side by side in one run.
 
 Each row starts the real server (`afrocomet serve --port 0`, a subprocess on loopback), lets a fixed
-number of concurrent clients (threads, one tweet a request, real AfriSenti test tweets) send for a
-fixed time after a short warm-up, then stops them and the server (SIGTERM: it must exit 0). Then
-the same server's labels on check tweets are compared with `afrocomet predict` on the same tweets.
+number of concurrent clients (threads, each on one kept-alive HTTP/1.1 connection, one tweet a request,
+real AfriSenti test tweets) send for a fixed time after a short warm-up, then stops them and the
+server (SIGTERM: it must exit 0). Then the same server's labels on check tweets are compared with
+`afrocomet predict` on the same tweets.
 
 Rows: the student in PyTorch fp32 and ONNX int8 (exported here unless given), each with
 micro-batching on and off; the run's teacher served the same way; with --presets, the `comet` and
@@ -17,9 +18,11 @@ micro-batching on and off; the run's teacher served the same way; with --presets
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -110,17 +113,33 @@ def load(server: Server, texts: list[str], clients: int, seconds: float, warmup:
     done: list[tuple[float, float]] = []  # (started, latency)
     errors: list[str] = []
 
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+
+    def connect() -> http.client.HTTPConnection:
+        """A kept-alive connection, as real clients hold, with Nagle off as urllib3 and curl set it
+        (http.client writes the headers and the body apart)."""
+        conn = http.client.HTTPConnection(host, int(port), timeout=120)
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
     def client(k: int):
-        i = k
+        i, conn = k, connect()
         while True:
             began = time.perf_counter()
             if began >= end:
+                conn.close()
                 return
             try:
-                status, body = server.predict([texts[i % len(texts)]], timeout=120)
+                conn.request("POST", "/predict", json.dumps({"texts": [texts[i % len(texts)]]}).encode(),
+                             {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                status, body = response.status, json.loads(response.read())
                 ok = status == 200 and len(body.get("predictions", [])) == 1
-            except Exception as exc:  # a refused or dropped connection
-                status, ok, body = repr(exc), False, {}
+            except Exception as exc:  # a refused or dropped connection: the next request opens a new one
+                status, ok = repr(exc), False
+                conn.close()
+                conn = connect()
             if began >= start:
                 (done.append((began, time.perf_counter() - began)) if ok else errors.append(str(status)))
             i += clients

@@ -270,3 +270,33 @@ def test_a_full_queue_is_503_with_retry_after_over_http():
     finally:
         uv.should_exit = True
         thread.join(timeout=30)
+
+
+def test_accepted_connections_have_nagle_off():
+    """The listening socket says it is TCP, so asyncio (uvicorn's loop) sets TCP_NODELAY on every connection
+    it accepts: a kept-alive client (curl, requests.Session) gets each response's body without waiting
+    ~40 ms for a delayed ACK (measured: 52-56 ms a request on one connection before, 8 ms after)."""
+    from afrocomet.cli.serve_cmd import bind
+
+    sock = bind("127.0.0.1", 0)
+    seen = []
+
+    class Record(asyncio.Protocol):
+        def connection_made(self, transport):
+            seen.append(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    async def accept_one():
+        server = await asyncio.get_running_loop().create_server(Record, sock=sock)
+        port = sock.getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+
+    assert sock.proto == socket.IPPROTO_TCP
+    asyncio.run(accept_one())
+    assert seen and seen[0] != 0
