@@ -60,6 +60,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=float, default=None,
                    help="the epochs of teacher fine-tuning and of stage 2 (default: the run's, 2); every student row "
                    "trains under the one rule on that budget. With --all-rows on 2 CPU cores, 1 fits about 2 hours")
+    p.add_argument("--student-epochs", type=float, default=None,
+                   help="stage 2's epochs only (default: --epochs): each student row's budget under the one rule")
+    p.add_argument("--probe-steps", type=int, default=None,
+                   help="the most steps of each lr and alpha probe (data.probe_steps; default: the run's, 400)")
     p.add_argument("--no-ablations", action="store_true",
                    help="passed to the run: no KD-only and labels-only students (the hybrid and the paper's remain)")
     p.add_argument("--no-compare-init", action="store_true",
@@ -84,7 +88,7 @@ def run_command(args: argparse.Namespace, cuda: bool) -> list[str]:
     cmd += [] if args.no_compare_init else ["--compare-init"]
     cmd += ["--no-ablations"] if args.no_ablations else []
     cmd += ["--quick"] if args.quick else []
-    cmd += ["--config", str(epochs_config(args))] if args.epochs else []
+    cmd += ["--config", str(epochs_config(args))] if args.epochs or args.student_epochs or args.probe_steps else []
     if args.freeze_teacher_layers is not None:
         cmd += ["--freeze-teacher-layers", str(args.freeze_teacher_layers)]
     cmd += ["--student", args.student] if args.student else []
@@ -96,15 +100,19 @@ def run_command(args: argparse.Namespace, cuda: bool) -> list[str]:
 
 def epochs_config(args: argparse.Namespace) -> Path:
     """The run's own default config for this teacher (`afrocomet config`), with teacher fine-tuning's
-    and stage 2's epochs set to --epochs; written beside --out."""
+    and stage 2's epochs set to --epochs (stage 2's to --student-epochs if given) and data.probe_steps
+    to --probe-steps; written beside --out."""
     import yaml
 
     printed = subprocess.run([sys.executable, "-m", "afrocomet", "config", "--teacher", str(args.teacher)],
                              check=True, capture_output=True, text=True).stdout
     config = yaml.safe_load(printed)
     for stage in config["stages"]:
-        if stage["name"] in ("teacher-finetune", "stage2"):
-            stage["epochs"] = args.epochs
+        epochs = args.student_epochs or args.epochs if stage["name"] == "stage2" else args.epochs
+        if stage["name"] in ("teacher-finetune", "stage2") and epochs:
+            stage["epochs"] = epochs
+    if args.probe_steps:
+        config["data"]["probe_steps"] = args.probe_steps
     path = args.out.with_name(args.out.name + ".config.yaml")
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path

@@ -69,7 +69,7 @@ def test_run_command_passes_the_student_choices(bench):
 
     base = dict(teacher=Path("/e5"), data_dir=Path("/d"), languages="hau", train_rows=None, dev_rows=None,
                 all_rows=True, freeze_teacher_layers=None, student="comet-384-l2", epochs=None, device="cpu",
-                out=Path("/o"), quick=False)
+                out=Path("/o"), quick=False, student_epochs=None, probe_steps=None)
     cmd = bench.run_command(argparse.Namespace(**base, student_init=None, no_ablations=False, no_compare_init=False),
                             cuda=False)
     assert "--compare-init" in cmd and "--no-ablations" not in cmd and "--student-init" not in cmd
@@ -77,6 +77,21 @@ def test_run_command_passes_the_student_choices(bench):
                             cuda=False)
     assert "--compare-init" not in cmd and "--no-ablations" in cmd
     assert cmd[cmd.index("--student-init") + 1] == "layers"
+
+
+def test_epochs_config_sets_the_teachers_and_the_students_budgets(bench, tmp_path):
+    import argparse
+
+    import yaml
+
+    args = argparse.Namespace(teacher="demo-teacher", out=tmp_path / "run", epochs=0.5, student_epochs=0.25,
+                              probe_steps=100)
+    config = yaml.safe_load(bench.epochs_config(args).read_text())
+    epochs = {s["name"]: s["epochs"] for s in config["stages"]}
+    assert epochs["teacher-finetune"] == 0.5 and epochs["stage2"] == 0.25 and config["data"]["probe_steps"] == 100
+    args.student_epochs = args.probe_steps = None
+    config = yaml.safe_load(bench.epochs_config(args).read_text())
+    assert {s["name"]: s["epochs"] for s in config["stages"]}["stage2"] == 0.5 and config["data"]["probe_steps"] == 400
 
 
 def test_section_replaced_in_place(bench):
