@@ -108,7 +108,7 @@ def epochs_config(args: argparse.Namespace) -> Path:
                              check=True, capture_output=True, text=True).stdout
     config = yaml.safe_load(printed)
     for stage in config["stages"]:
-        epochs = args.student_epochs or args.epochs if stage["name"] == "stage2" else args.epochs
+        epochs = (args.student_epochs or args.epochs) if stage["name"] == "stage2" else args.epochs
         if stage["name"] in ("teacher-finetune", "stage2") and epochs:
             stage["epochs"] = epochs
     if args.probe_steps:

