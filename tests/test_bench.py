@@ -146,6 +146,27 @@ def test_compare_has_each_side_and_ratios(setup):
     assert len(rows) == len(EFFICIENCY) and all("-" not in row.values() for row in rows.values()), rows
 
 
+def test_latency_is_each_models_best_thread_count(setup):
+    """Batch-1 latency keeps the lower p50 of the current thread count and one thread, and says which:
+    a predictor slow on one thread is timed on two, one slow on two threads on one."""
+    import time
+
+    from afrocomet.bench.efficiency import best_latency
+    from afrocomet.device import torch_threads
+
+    _, texts = setup
+    for slow_on, fast_on in ((1, 2), (2, 1)):
+        def predict(batch, slow_on=slow_on):
+            time.sleep(0.004 if torch.get_num_threads() == slow_on else 0.0005)
+
+        with torch_threads(2):
+            result = best_latency(predict, texts, (1,), warmup=0, repeats=5)
+            assert torch.get_num_threads() == 2  # restored
+        assert result["threads"] == fast_on and result["p50_ms"] < 3, result
+    with torch_threads(2):  # no other count asked: the current one
+        assert best_latency(lambda batch: None, texts, (), warmup=0, repeats=2)["threads"] == 2
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_peak_memory_and_latency(setup):
     tokenizer, texts = setup

@@ -239,6 +239,7 @@ def bench_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         ("tokens/text", lambda c: f"{c['tokens']['mean']:.1f}"),
         ("p50 ms, batch 1", lambda c: f"{c['latency']['p50_ms']:.2f}"),
         ("p95 ms, batch 1", lambda c: f"{c['latency']['p95_ms']:.2f}"),
+        ("threads, batch 1", lambda c: str(c["latency"].get("threads", "-"))),
         (f"texts/s, batch {batch}", lambda c: f"{c['throughput']['texts_per_s']:,.1f}"),
         ("peak memory MiB", lambda c: _mb(c["memory_bytes"])),
     ]

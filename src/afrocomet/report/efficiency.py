@@ -61,9 +61,18 @@ def _efficiency_section(results: Mapping) -> list[str]:
     eff = results["efficiency"]
     where = ", ".join(x for x in (str(eff.get("device") or ""), f"{eff['threads']} threads" if eff.get("threads") else "",
                                   _load_text(eff.get("load"))) if x)
-    note = "Latency: median and 95th percentile of one prediction call; sizes in decimal units (1 MB = 10^6 bytes)"
+    note = "Latency: median and 95th percentile of one prediction call" + _latency_threads(eff) + \
+        "; sizes in decimal units (1 MB = 10^6 bytes)"
     return ["## Efficiency", "", format_table(rows, ["teacher", "student", "student vs teacher"], first_column="measure"),
             note + (f"; measured on {where}." if where else "."), ""]
+
+
+def _latency_threads(eff: Mapping) -> str:
+    """` (each model at its faster thread count: teacher 2, student 1)` where the latencies record them."""
+    counts = {name: _get(eff, name, "latency", "threads") for name in ("teacher", "student")}
+    if not all(isinstance(c, int) for c in counts.values()):
+        return ""
+    return " (each model at its faster thread count: " + ", ".join(f"{n} {c}" for n, c in counts.items()) + ")"
 
 
 def _load_text(load: Mapping | None) -> str:
