@@ -3,6 +3,8 @@ the weight chosen on dev."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -74,6 +76,14 @@ def test_combined_logits_give_the_mixture_at_the_same_temperature():
         torch.testing.assert_close(torch.softmax(logits / T, -1), by_hand, atol=1e-6, rtol=1e-5)
     with pytest.raises(InternalError, match="weight"):
         L.combined_teacher_logits(z, q, 1.5, 2.0)
+    per_row = torch.tensor([[0.0], [0.2], [0.5], [0.5], [0.9], [1.0]])  # each row its language's w
+    logits = L.combined_teacher_logits(z, q, per_row, 2.0)
+    for i, w in enumerate(per_row[:, 0].tolist()):
+        torch.testing.assert_close(logits[i], L.combined_teacher_logits(z[i:i + 1], q[i:i + 1], w, 2.0)[0])
+    with pytest.raises(InternalError, match="weight"):
+        L.combined_teacher_logits(z, q, per_row + 0.5, 2.0)
+    with pytest.raises(InternalError, match="per-row"):
+        L.combined_teacher_logits(z, q, per_row[:3], 2.0)
 
 
 def test_the_kd_term_reads_the_combined_teacher_when_the_stage_says_so():
@@ -100,6 +110,15 @@ def test_the_kd_term_reads_the_combined_teacher_when_the_stage_says_so():
                            teacher).terms(student, teacher, batch, T)["kd"]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
     assert abs(float(paper) - float(got)) > 1e-3  # without teacher_mix: the transformer alone
+    # rows of two languages, each at its own w (Encoded.soft_weight -> the batch's teacher_weight)
+    weights = np.array([0.4, 0.9], dtype=np.float32)
+    batch = collate(replace(data, soft_weight=weights), [0, 1], pad_id=1)
+    torch.testing.assert_close(batch["teacher_weight"], torch.from_numpy(weights)[:, None])
+    p = torch.from_numpy(weights)[:, None] * torch.softmax(t / T, -1) + (1 - torch.from_numpy(weights)[:, None]) * q
+    want = T * T * (p * (p.log() - torch.log_softmax(s / T, -1))).sum(-1).mean()
+    with torch.no_grad():
+        got = HybridLoss(cfg, student, teacher).terms(student, teacher, batch, T)["kd"]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
 def test_soft_labels_follow_subsets_and_concatenation():
@@ -109,15 +128,30 @@ def test_soft_labels_follow_subsets_and_concatenation():
     assert both.soft.shape == (3, 3) and (both.soft.argmax(-1) == [0, 1, 2]).all()
     assert (both.subset([2, 0]).soft.argmax(-1) == [2, 0]).all()
     assert Encoded.concat([a, Encoded(ids=[[4]], labels=[0])]).soft is None  # not all parts have them
+    a, b = replace(a, soft_weight=np.float32([0.3, 0.3])), replace(b, soft_weight=np.float32([0.8]))
+    both = Encoded.concat([a, b])
+    assert both.soft_weight.tolist() == pytest.approx([0.3, 0.3, 0.8])
+    assert both.subset([2, 0]).soft_weight.tolist() == pytest.approx([0.8, 0.3])
 
 
 def test_mix_and_record():
-    dev = {"hau": np.array([[0.2, 0.3, 0.5]], dtype=np.float32)}
-    combined = NgramTeacher(0.3, 2.0, {}, dev, dev, weight_search={"0.3": 0.6})
+    dev = {"hau": np.array([[0.2, 0.3, 0.5]], dtype=np.float32), "swa": np.array([[0.6, 0.3, 0.1]], dtype=np.float32)}
+    combined = NgramTeacher({"hau": 0.3, "swa": 0.7}, 2.0, {}, dev, dev,
+                            weight_search={"hau": {"0.3": 0.6}, "swa": {"0.7": 0.5}})
     z = np.array([[2.0, 0.0, 0.0]], dtype=np.float32)
     np.testing.assert_allclose(combined.mix(z, "hau", "dev", 0.0), dev["hau"])
     soft = torch.softmax(torch.from_numpy(z) / 2.0, -1).numpy()
     np.testing.assert_allclose(combined.mix(z, "hau", "test"), 0.3 * soft + 0.7 * dev["hau"], rtol=1e-6)
+    np.testing.assert_allclose(combined.mix(z, "swa", "test"), 0.7 * soft + 0.3 * dev["swa"], rtol=1e-6)  # its own w
     record = combined.record()
-    assert record["weight"] == 0.3 and record["weight_grid"] == list(W_GRID) and record["folds"] == ngram.FOLDS
+    assert record["weights"] == {"hau": 0.3, "swa": 0.7} and record["weight"] == 0.5 and combined.combines
+    assert record["weight_grid"] == list(W_GRID) and record["folds"] == ngram.FOLDS
     assert W_GRID[0] == 0.0 and W_GRID[-1] == 1.0
+    assert not NgramTeacher({"hau": 1.0}, 2.0, {}, dev, dev).combines  # the transformer alone everywhere
+
+
+def test_each_language_gets_the_w_of_its_best_dev_score_ties_to_the_larger():
+    from afrocomet.run.ngram_teacher import choose_weight
+
+    assert choose_weight({"0": 0.60, "0.3": 0.66, "0.5": 0.64, "1": 0.55}) == 0.3
+    assert choose_weight({"0": 0.60, "0.3": 0.66, "0.5": 0.66, "1": 0.55}) == 0.5  # a tie: nearer the transformer

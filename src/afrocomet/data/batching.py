@@ -26,6 +26,9 @@ class Encoded:
     # soft labels [n, C] float32 of a second teacher (the char n-gram model's out-of-fold class
     # probabilities, run/ngram_teacher.py); collated as `teacher_probs`
     soft: np.ndarray | None = None
+    # the transformer's weight w in that mixture, per text [n] float32 (its language's, chosen on dev);
+    # collated as `teacher_weight` [b, 1]
+    soft_weight: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -37,18 +40,21 @@ class Encoded:
             groups=[self.groups[i] for i in index] if self.groups else [],
             truncated=self.truncated,
             soft=None if self.soft is None else self.soft[np.asarray(index, dtype=np.int64)],
+            soft_weight=None if self.soft_weight is None else self.soft_weight[np.asarray(index, dtype=np.int64)],
         )
 
     @staticmethod
     def concat(parts: Sequence["Encoded"]) -> "Encoded":
         has_labels = all(p.labels is not None for p in parts)
         has_soft = bool(parts) and all(p.soft is not None for p in parts)
+        has_weight = bool(parts) and all(p.soft_weight is not None for p in parts)
         return Encoded(
             ids=[i for p in parts for i in p.ids],
             labels=[y for p in parts for y in p.labels] if has_labels else None,  # type: ignore[union-attr]
             groups=[g for p in parts for g in p.groups],
             truncated=sum(p.truncated for p in parts),
             soft=np.concatenate([p.soft for p in parts]) if has_soft else None,
+            soft_weight=np.concatenate([p.soft_weight for p in parts]) if has_weight else None,
         )
 
 
@@ -131,6 +137,9 @@ def collate(data: Encoded, index: Sequence[int], pad_id: int) -> dict[str, torch
         batch["labels"] = torch.tensor([data.labels[i] for i in index], dtype=torch.long)
     if data.soft is not None:
         batch["teacher_probs"] = torch.from_numpy(data.soft[np.asarray(index, dtype=np.int64)]).float()  # [b, C]
+    if data.soft_weight is not None:
+        rows = np.asarray(index, dtype=np.int64)
+        batch["teacher_weight"] = torch.from_numpy(data.soft_weight[rows]).float().unsqueeze(-1)  # [b, 1]
     return batch
 
 

@@ -98,6 +98,7 @@ def check_kd_temperature(loss_fn: HybridLoss, student, teacher, batch, temperatu
         p_t = torch.softmax(t / T, dim=-1)
         w = loss_fn.cfg.teacher_mix
         if w is not None and loss_fn.task == "classification":  # the combined teacher's mixture
+            w = batch["teacher_weight"].double() if "teacher_weight" in batch else w  # per row: its language's
             p_t = w * p_t + (1 - w) * batch["teacher_probs"].double()
         kl = (p_t * (p_t.clamp_min(1e-8).log() - torch.log_softmax(s / T, dim=-1))).sum(-1).mean()
         want = T * T * float(kl)

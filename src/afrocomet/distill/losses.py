@@ -60,7 +60,7 @@ def kd_loss(
 def combined_teacher_logits(
     teacher_logits: torch.Tensor,
     other_probs: torch.Tensor,
-    weight: float,
+    weight: float | torch.Tensor,
     temperature: float,
     eps: float = 1e-8,
 ) -> torch.Tensor:
@@ -69,10 +69,19 @@ def combined_teacher_logits(
     p = w · softmax(t/T) + (1 - w) · q (q: another model's class probabilities, e.g. the char n-gram
     model's). w = 1 gives back the transformer's softened distribution (the paper's target).
 
-    teacher_logits, other_probs: [n, C]; weight w in [0, 1]; probabilities floored at `eps` before the log.
+    teacher_logits, other_probs: [n, C]; weight w in [0, 1]: one for every row, or a tensor [n, 1] of one
+    per row (e.g. each row's language's); probabilities floored at `eps` before the log.
     """
     _check_same_shape("combined_teacher_logits", teacher_logits, other_probs)
-    if not 0.0 <= weight <= 1.0:
+    if isinstance(weight, torch.Tensor):
+        if weight.shape != (teacher_logits.shape[0], 1):
+            raise InternalError(f"combined_teacher_logits: per-row weights must be [{teacher_logits.shape[0]}, 1], "
+                                f"got {list(weight.shape)}")
+        weight = weight.float()
+        bad = bool(((weight < 0) | (weight > 1)).any())
+    else:
+        bad = not 0.0 <= weight <= 1.0
+    if bad:
         raise InternalError(f"combined_teacher_logits: weight must be in [0, 1], got {weight}")
     mixture = weight * F.softmax(teacher_logits.float() / temperature, dim=-1) + (1.0 - weight) * other_probs.float()
     return temperature * mixture.clamp_min(eps).log()

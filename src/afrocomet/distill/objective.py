@@ -108,14 +108,16 @@ class HybridLoss(nn.Module):
         return losses
 
     def kd_target(self, teacher_logits: torch.Tensor, batch: dict[str, torch.Tensor], temperature: float):
-        """The logits KD reads: the transformer's, or (stage `teacher_mix` w set) the combined
-        teacher's, mixed with the batch's `teacher_probs` (L.combined_teacher_logits)."""
+        """The logits KD reads: the transformer's, or (stage `teacher_mix` set) the combined
+        teacher's, mixed with the batch's `teacher_probs` (L.combined_teacher_logits) at each row's
+        `teacher_weight` where the batch carries them (its language's w), else at w = teacher_mix."""
         w = self.cfg.teacher_mix
         if w is None or self.task != "classification":
             return teacher_logits
         if "teacher_probs" not in batch:
             raise RuntimeError(f"stage '{self.cfg.name}' has teacher_mix {w} but its batches carry no teacher_probs")
-        return L.combined_teacher_logits(teacher_logits, batch["teacher_probs"], w, temperature)
+        return L.combined_teacher_logits(teacher_logits, batch["teacher_probs"], batch.get("teacher_weight", w),
+                                         temperature)
 
     def teacher_outputs(self, teacher: nn.Module | None, batch: dict[str, torch.Tensor]) -> dict:
         """The teacher's `logits` (and, from the cache, its pooled maps under `attention`): read from

@@ -29,8 +29,16 @@ def _combined_line(results: Mapping) -> str | None:
     combined = results.get("ngram_teacher")
     if not isinstance(combined, Mapping) or not _is_number(combined.get("weight")):
         return None
-    return (f"class probabilities w · softmax(z/T) + (1 − w) · p_ngram of the two rows above, w = {combined['weight']:g} "
+    return (f"class probabilities w · softmax(z/T) + (1 − w) · p_ngram of the two rows above, w {_weights_text(combined)} "
             "chosen on dev; what stage 2's logit KD of the hybrid student reads")
+
+
+def _weights_text(combined: Mapping) -> str:
+    """`per language (hau 0.5, ibo 0.3, ...)`, or `= 0.5` (a results.json written before per-language w)."""
+    weights = combined.get("weights")
+    if isinstance(weights, Mapping) and weights:
+        return "per language (" + ", ".join(f"{lang} {float(w):g}" for lang, w in weights.items()) + ")"
+    return f"= {combined['weight']:g}"
 
 
 def _init_line(results: Mapping, mode: str) -> str | None:

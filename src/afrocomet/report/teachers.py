@@ -35,12 +35,10 @@ def teachers_section(results: Mapping) -> list[str]:
     if not isinstance(combined, Mapping) or "teacher_combined" not in (results.get("average") or {}):
         return []
     rows = {_system_name(s): _row(results, s) for s in TEACHERS if s in (results.get("average") or {})}
-    w, T = combined.get("weight"), combined.get("temperature")
-    grid = combined.get("dev_weighted_f1") or {}
+    T = combined.get("temperature")
     text = [f"The combined teacher's class probabilities are w · softmax(z/T) + (1 − w) · p_ngram with T = {T:g} "
-            f"(stage 2's) and **w = {w:g}** for the transformer, chosen on dev among {', '.join(grid)} (mean dev "
-            f"weighted F1 {', '.join(f'{k}: {100 * float(v):.2f}' for k, v in grid.items())}). Stage 2's logit KD "
-            "reads this mixture; attention matching reads the transformer. On the training tweets the n-gram "
+            f"(stage 2's) and {_weight_choice(combined)}. Stage 2's logit KD reads this mixture (each training tweet "
+            "at its language's w); attention matching reads the transformer. On the training tweets the n-gram "
             f"model's probabilities are out of fold ({combined.get('folds', '?')}-fold cross-fitting: each tweet's "
             "come from a model that never saw it)."]
     oof = combined.get("out_of_fold_train_weighted_f1") or {}
@@ -49,6 +47,22 @@ def teachers_section(results: Mapping) -> list[str]:
                     + " (in-sample probabilities would be near one-hot memorisation).")
     return ["## The teachers", "", format_table(rows, list(next(iter(rows.values()))), first_column="teacher "
             "(weighted F1 %, test)"), " ".join(text), "", *_choice_lines(results)]
+
+
+def _weight_choice(combined: Mapping) -> str:
+    """How w was chosen: per language, each with its dev score (or, from an older results.json, one w)."""
+    grid, weights = combined.get("dev_weighted_f1") or {}, combined.get("weights")
+    if not isinstance(weights, Mapping):  # one w for every language, its mean dev weighted F1 per candidate
+        return (f"**w = {combined.get('weight'):g}** for the transformer, chosen on dev among {', '.join(grid)} (mean dev "
+                f"weighted F1 {', '.join(f'{k}: {100 * float(v):.2f}' for k, v in grid.items())})")
+    chosen = []
+    for lang, w in weights.items():
+        scores = grid.get(lang) or {}
+        best, alone = scores.get(f"{float(w):g}"), scores.get("0")
+        chosen.append(f"{lang} **{float(w):g}**" + (f" (dev {100 * float(best):.2f}; n-gram alone {100 * float(alone):.2f})"
+                                                    if _is_number(best) and _is_number(alone) else ""))
+    candidates = ", ".join(next((list(v) for v in grid.values() if isinstance(v, Mapping)), []))
+    return (f"w for the transformer chosen on each language's dev set among {candidates}: " + "; ".join(chosen))
 
 
 def _dev_of(results: Mapping, tag: str) -> float | None:

@@ -143,12 +143,13 @@ def combines_teachers(config: RunConfig) -> bool:
 def train_students(ctx: Context, teacher_mlm: nn.Module | None, teacher: nn.Module, seeds: list[int]) -> Models:
     """The teacher, and every student variant: per seed, one multilingual student or one per language.
     The paper's student (transformer teacher alone) is trained beside the hybrid one when the combined
-    teacher differs from the transformer (w < 1 chosen on dev)."""
+    teacher differs from the transformer (w < 1 chosen on dev in some language)."""
     contexts = language_contexts(ctx)
     models: Models = {"teacher": [{ALL: teacher}]}
-    combined = ctx.ngram is not None and ctx.ngram.weight < 1
+    combined = ctx.ngram is not None and ctx.ngram.combines
     if ctx.ngram is not None and not combined:
-        log.info("combined teacher: w = 1 chosen on dev, so it is the transformer alone; no separate paper student")
+        log.info("combined teacher: w = 1 chosen on dev in every language, so it is the transformer alone; "
+                 "no separate paper student")
     for v in run_variants(ctx.config, combined=combined):
         models[v.system] = [
             {lang: train_student(lctx, teacher_mlm, teacher, v.tag + ("" if lang == ALL else f"[{lang}]")
@@ -213,7 +214,7 @@ def collect_results(ctx: Context, models: Models, languages: dict, seeds: list[i
 
 def own_teacher(ctx: Context) -> str:
     """The system the hybrid student was distilled from: the combined teacher, or the transformer."""
-    return "teacher_combined" if ctx.ngram is not None and ctx.ngram.weight < 1 else "teacher"
+    return "teacher_combined" if ctx.ngram is not None and ctx.ngram.combines else "teacher"
 
 
 def write_outputs(ctx: Context, results: dict, preds: dict) -> None:
