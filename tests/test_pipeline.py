@@ -47,6 +47,8 @@ def test_results_json_has_every_promised_key(quick_run):
     assert set(results["stages"]["stage2[kd_only]"]["terms"]) == {"hard", "kd", "total"}
     assert set(results["stages"]["stage2[no_distill]"]["terms"]) == {"hard", "total"}
     assert results["config"]["quick"] is True
+    # --quick trains on a seeded sample of each language (budgets.QUICK_TRAIN_ROWS / QUICK_DEV_ROWS), tests whole
+    assert {lang: (r["train"][0], r["dev"][0]) for lang, r in results["rows"].items()} == {l: (1500, 300) for l in LANGS}
     # the built-in default: no trimming or frozen parts; the estimate, the teacher check and coverage always
     assert "vocab_trim" not in results and "teacher_frozen" not in results
     estimate = results["time_estimate"]
