@@ -34,13 +34,14 @@ class Encoded:
         return len(self.ids)
 
     def subset(self, index: Sequence[int]) -> "Encoded":
+        rows = np.asarray(index, dtype=np.int64)
         return Encoded(
             ids=[self.ids[i] for i in index],
             labels=None if self.labels is None else [self.labels[i] for i in index],
             groups=[self.groups[i] for i in index] if self.groups else [],
             truncated=self.truncated,
-            soft=None if self.soft is None else self.soft[np.asarray(index, dtype=np.int64)],
-            soft_weight=None if self.soft_weight is None else self.soft_weight[np.asarray(index, dtype=np.int64)],
+            soft=None if self.soft is None else self.soft[rows],
+            soft_weight=None if self.soft_weight is None else self.soft_weight[rows],
         )
 
     @staticmethod
@@ -135,10 +136,10 @@ def collate(data: Encoded, index: Sequence[int], pad_id: int) -> dict[str, torch
     batch = pad_ids([data.ids[i] for i in index], pad_id)
     if data.labels is not None:
         batch["labels"] = torch.tensor([data.labels[i] for i in index], dtype=torch.long)
+    rows = np.asarray(index, dtype=np.int64)
     if data.soft is not None:
-        batch["teacher_probs"] = torch.from_numpy(data.soft[np.asarray(index, dtype=np.int64)]).float()  # [b, C]
+        batch["teacher_probs"] = torch.from_numpy(data.soft[rows]).float()  # [b, C]
     if data.soft_weight is not None:
-        rows = np.asarray(index, dtype=np.int64)
         batch["teacher_weight"] = torch.from_numpy(data.soft_weight[rows]).float().unsqueeze(-1)  # [b, 1]
     return batch
 
