@@ -80,10 +80,26 @@ def test_combined_logits_give_the_mixture_at_the_same_temperature():
     logits = L.combined_teacher_logits(z, q, per_row, 2.0)
     for i, w in enumerate(per_row[:, 0].tolist()):
         torch.testing.assert_close(logits[i], L.combined_teacher_logits(z[i:i + 1], q[i:i + 1], w, 2.0)[0])
-    with pytest.raises(InternalError, match="weight"):
-        L.combined_teacher_logits(z, q, per_row + 0.5, 2.0)
     with pytest.raises(InternalError, match="per-row"):
         L.combined_teacher_logits(z, q, per_row[:3], 2.0)
+
+
+def test_the_rows_weights_are_checked_once_where_the_rows_get_them():
+    """Per-row weights are range-checked when the training rows are given them (with_soft_labels), so the
+    loss reads no tensor on the host at every step; each row gets its language's w."""
+    from afrocomet.run.inputs import RunData
+    from afrocomet.run.ngram_teacher import NgramTeacher, with_soft_labels
+
+    train = Encoded(ids=[[0, 5, 2]] * 3, labels=[0, 1, 2], groups=["hau", "hau", "swa"])
+    proba = {"hau": np.full((2, 3), 1 / 3, dtype=np.float32), "swa": np.eye(3, dtype=np.float32)[:1]}
+    data = RunData(datasets={}, tokenizer=None, train=train, dev={}, test={}, unlabelled=train)
+    teacher = NgramTeacher({"hau": 0.3, "swa": 0.8}, 2.0, proba, {}, {})
+    out = with_soft_labels(data, teacher).train
+    np.testing.assert_allclose(out.soft_weight, [0.3, 0.3, 0.8])
+    np.testing.assert_allclose(out.soft, np.concatenate([proba["hau"], proba["swa"]]))
+    teacher.weights["swa"] = 1.5
+    with pytest.raises(InternalError, match="weights must be in"):
+        with_soft_labels(data, teacher)
 
 
 def test_the_kd_term_reads_the_combined_teacher_when_the_stage_says_so():

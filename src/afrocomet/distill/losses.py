@@ -70,18 +70,17 @@ def combined_teacher_logits(
     model's). w = 1 gives back the transformer's softened distribution (the paper's target).
 
     teacher_logits, other_probs: [n, C]; weight w in [0, 1]: one for every row, or a tensor [n, 1] of one
-    per row (e.g. each row's language's); probabilities floored at `eps` before the log.
+    per row (e.g. each row's language's; only its shape is checked here, its range where the rows are
+    given it, `run.ngram_teacher.with_soft_labels`: no device sync per step); probabilities floored at
+    `eps` before the log.
     """
     _check_same_shape("combined_teacher_logits", teacher_logits, other_probs)
     if isinstance(weight, torch.Tensor):
         if weight.shape != (teacher_logits.shape[0], 1):
             raise InternalError(f"combined_teacher_logits: per-row weights must be [{teacher_logits.shape[0]}, 1], "
                                 f"got {list(weight.shape)}")
-        weight = weight.float()
-        bad = bool(((weight < 0) | (weight > 1)).any())
-    else:
-        bad = not 0.0 <= weight <= 1.0
-    if bad:
+        weight = weight.float()  # its range is checked once where the rows get it (no host read per step)
+    elif not 0.0 <= weight <= 1.0:
         raise InternalError(f"combined_teacher_logits: weight must be in [0, 1], got {weight}")
     mixture = weight * F.softmax(teacher_logits.float() / temperature, dim=-1) + (1.0 - weight) * other_probs.float()
     return temperature * mixture.clamp_min(eps).log()

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from afrocomet.errors import InternalError
 from afrocomet.run.context import Context
 from afrocomet.run.inputs import RunData
 
@@ -150,4 +151,6 @@ def with_soft_labels(data: RunData, combined: NgramTeacher) -> RunData:
         raise RuntimeError("the n-gram model's training rows do not line up with the run's training data")
     weight = np.concatenate([np.full(len(combined.train_proba[lang]), combined.weights[lang], dtype=np.float32)
                              for lang in groups])
+    if not ((weight >= 0) & (weight <= 1)).all():  # checked once here, not in the loss at every step
+        raise InternalError(f"the combined teacher's weights must be in [0, 1], got {combined.weights}")
     return replace(data, train=replace(data.train, soft=soft, soft_weight=weight))
