@@ -24,6 +24,19 @@ def pytest_configure(config) -> None:
     os.environ["AFROCOMET_CACHE"] = str(root / "afrocomet")
     os.environ["HF_HOME"] = str(root / "huggingface")
     os.environ.pop("XDG_CACHE_HOME", None)
+    share_the_cores()
+
+
+def share_the_cores() -> None:
+    """Under pytest-xdist, each worker's share of the cores for torch (and, through OMP_NUM_THREADS, for
+    the commands it starts): two workers on 2 cores each running torch on 2 threads would put 4 spinning
+    threads on 2 cores, and the tiny test models would wait on one another (their evaluations ran up to
+    4x slower). One process alone keeps torch's default."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 # The files with the longest runs (end-to-end runs in module fixtures, killed-and-resumed runs), longest
