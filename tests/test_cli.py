@@ -91,7 +91,7 @@ RUN_FLAGS = {  # the flags of `afrocomet run` / `distill` as users know them: na
     "--compare-init", "--no-teacher-cache", "--trust-remote-code", "--trim-vocab", "--no-trim-vocab", "--overwrite",
     "--max-length", "--normalize", "--freeze-teacher-embeddings", "--no-freeze-teacher-embeddings",
     "--freeze-teacher-layers", "--threads", "--train-rows", "--dev-rows", "--ngram-teacher", "--no-ngram-teacher",
-    "--no-frozen-cache",
+    "--no-frozen-cache", "--lr-factors",
     "--quiet", "--num-processes", "--resume", "--help", "-h"}
 
 
@@ -125,6 +125,9 @@ def _stage_values(config, name):
     (["--sampling-alpha", "0.7"], lambda c: (c.data.sampling_alpha, c.data.alpha_candidates), (0.7, [])),
     (["--sampling-alpha", "0.7", "--alpha-candidates", "0,1"], lambda c: c.data.alpha_candidates, [0.0, 1.0]),
     (["--alpha-candidates", ""], lambda c: c.data.alpha_candidates, []),
+    (["--lr-factors", "1"], lambda c: c.lr_factors, [1.0]),
+    (["--lr-factors", ""], lambda c: c.lr_factors, []),
+    ([], lambda c: c.lr_factors, [1 / 3, 1.0, 3.0]),
     (["--compare-adaptive", "uncertainty"], lambda c: c.compare_adaptive, "uncertainty"),
     (["--trim-vocab"], lambda c: c.model.trim_vocab, True),
     (["--teacher", "some/model", "--no-trim-vocab"], lambda c: c.model.trim_vocab, False),

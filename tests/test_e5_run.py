@@ -65,7 +65,9 @@ def _config(teacher: Path, data: Path, out: Path, **model) -> RunConfig:
     stages = [StageConfig(name="teacher-finetune", kind="teacher-finetune", max_steps=6, lr=1e-4, **common),
               StageConfig(name="stage1", kind="distill-mlm", max_steps=3, lr=5e-4, **common),
               StageConfig(name="stage2", kind="distill-task", max_steps=4, lr=5e-4, **common)]
-    return RunConfig(out=str(out), ablations=False, device="cpu",
+    # lr_factors [1]: stage 2 at its own lr, no search on dev (the search has its own tests; here it was
+    # a quarter of each run)
+    return RunConfig(out=str(out), ablations=False, device="cpu", lr_factors=[1.0],
                      data=DataConfig(languages=list(LANGS), data_dir=str(data), max_length=64, alpha_candidates=[]),
                      model=ModelConfig(teacher=str(teacher), student="comet", trim_vocab=True, **model),
                      stages=stages)
@@ -113,6 +115,10 @@ def test_run_finishes_with_stage1_representation_only(e5_run):
     assert saved["vocab_trim"]["rows_kept"] <= saved["vocab_trim"]["rows_total"]
     report = (out / "report.md").read_text()
     assert report.count("Teacher without a masked-LM head") == 1 and "representation-only" in report
+    # lr_factors [1]: no probe; the stage trained at its own lr, and the report says so
+    assert not [n for n, s in saved["stages"].items() if n.startswith("lr-search") and s["kind"] != "lr-search"]
+    assert saved["stages"]["lr-search"]["chosen"] == 5e-4 and saved["stages"]["lr-search"]["probe_steps"] == 0
+    assert "its lr fixed, no search on dev" in report
 
 
 def test_student_loads_in_a_pipeline_with_afrocomets_labels(e5_run, small_data, tmp_path):

@@ -23,7 +23,8 @@ SEED_MAX = 2**32 - 1  # numpy's legacy seeding and torch's generators both take 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")  # what afrocomet.device.resolve_device runs on
 # Upper bounds of numbers: a value past them is a typo (or 1e308), not a setting anyone trains with.
 LIMITS = {"batch_size": 65536, "grad_accum": 65536, "seeds": 100, "threads": 4096, "lr": 10.0, "temperature": 100.0,
-          "final_temperature": 100.0, "sampling_alpha": 10.0, "alpha_candidates": 10.0, "epochs": 10000.0}
+          "final_temperature": 100.0, "sampling_alpha": 10.0, "alpha_candidates": 10.0, "epochs": 10000.0,
+          "lr_factors": 100.0}
 STAGE_KINDS = ("teacher-pretrain", "teacher-finetune", "distill-mlm", "distill-task", "student-finetune")
 MLM_KINDS = ("teacher-pretrain", "distill-mlm")  # the rest train a classifier
 DISTILL_KINDS = ("distill-mlm", "distill-task")  # a student learning from a teacher
@@ -212,6 +213,11 @@ class RunConfig:
         "choices": ADAPTIVE_MODES})
     compare_init: bool = field(default=False, metadata={
         "help": "Also train the hybrid student with each other --student-init that fits the models."})
+    # every student row's stage-2 lr is chosen on dev among these multiples of the stage's lr, a short
+    # probe each (data.probe_steps at most); [] or [1] = no search: the stage's lr as it is, for every row
+    lr_factors: list[float] = field(default_factory=lambda: [1 / 3, 1.0, 3.0], metadata={
+        "help": "Choose each student's stage-2 lr on dev among these multiples of the stage's lr "
+                "(default a third, 1 and 3; '' = no search)."})
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stages: list[StageConfig] = field(default_factory=list)
@@ -321,6 +327,8 @@ def validate(config: RunConfig, where: str = "config", lines: dict[tuple, int] |
     for alpha in config.data.alpha_candidates:
         _check_positive(where, "data.alpha_candidates entry", alpha, allow_zero=True)
     _check_positive(where, "data.probe_steps", config.data.probe_steps)
+    for factor in config.lr_factors:
+        _check_positive(where, "lr_factors entry", factor)
     if config.compare_adaptive not in ADAPTIVE_MODES:
         raise AfroCometError(f"{where}: unknown compare_adaptive '{config.compare_adaptive}' "
                              f"(allowed: {', '.join(ADAPTIVE_MODES)})")

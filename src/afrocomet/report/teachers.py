@@ -115,10 +115,17 @@ def training_section(results: Mapping) -> list[str]:
             + (f" / {first['max_steps']:,} steps" if _is_number(first.get("max_steps")) else "")
             + f", dev evaluation with early stopping after {first.get('patience', '?')} evaluations without "
             f"improvement, never before step {int(first.get('min_steps') or 0):,} (stage 2's own budget), the best "
-            f"step kept; its lr chosen on dev among {', '.join(first.get('dev_weighted_f1') or {})} "
-            f"({first.get('probe_steps', '?')}-step probes).")
+            f"step kept; " + _lr_rule(first))
     return ["## How each student trained", "", rule, "", format_table(rows, list(next(iter(rows.values()))),
                                                                        first_column="student"), ""]
+
+
+def _lr_rule(search: Mapping) -> str:
+    """How the rows' lr was set: chosen on dev among the probed ones, or (no search) the stage's."""
+    if not search.get("dev_weighted_f1"):
+        return "its lr fixed, no search on dev (`lr_factors` gave one candidate)."
+    return (f"its lr chosen on dev among {', '.join(search['dev_weighted_f1'])} "
+            f"({search.get('probe_steps', '?')}-step probes).")
 
 
 def _tag_system(results: Mapping, tag: str) -> str | None:

@@ -39,7 +39,8 @@ class Variant(NamedTuple):
 
 
 NO_TEACHER = {"kd_weight": 0.0, "attention_weight": 0.0}
-# Every student row trains stage 2 by one rule (`converged`, lr chosen on dev by `choose_lr`) and
+# Every student row trains stage 2 by one rule (`converged`, lr chosen on dev by `choose_lr` among the
+# config's lr_factors times stage 2's) and
 # differs from the hybrid student in what its label says only.
 VARIANTS = (
     Variant("student", "", {}),
@@ -50,7 +51,6 @@ VARIANTS = (
 PAPER = Variant("student_paper", "[paper]", {"teacher_mix": None}, stage1_from="")
 CONVERGE_EPOCHS = 3  # every student's stage 2: up to 3x its budget, early stopping on dev
 CONVERGE_PATIENCE = 2  # ... after 2 dev evaluations without improvement, never before stage 2's own budget
-LR_GRID = (1 / 3, 1.0, 3.0)  # its lr: these multiples of stage 2's, each a short probe, the best on dev
 ALL = "*"  # key of the one multilingual model in a {language: model} mapping
 
 
@@ -153,23 +153,26 @@ def converged(stage: StageConfig, budget: int) -> StageConfig:
 
 def choose_lr(ctx: Context, stage: StageConfig, student: nn.Module, teacher: nn.Module | None, tag: str,
               seed: int) -> float:
-    """The learning rate of `stage` chosen on dev among LR_GRID x stage.lr: a short copy of the stage
-    per candidate (a quarter epoch, at most data.probe_steps, at most a third of the stage),
-    from the same student; the best dev score wins (ties: the stage's own lr). Recorded with the
-    stage results as `lr-search<tag>`."""
+    """The learning rate of `stage` chosen on dev among the config's lr_factors x stage.lr: a short copy
+    of the stage per candidate (a quarter epoch, at most data.probe_steps, at most a third of the stage),
+    from the same student; the best dev score wins (ties: the stage's own lr). One candidate (e.g.
+    lr_factors [1]) or none: that lr (the stage's), no probe. Recorded with the stage results as `lr-search<tag>`."""
     plan = StepPlan.of(stage, len(ctx.data.train))
     steps = max(1, min(ctx.config.data.probe_steps, plan.steps_per_epoch // 4, plan.total_steps // 3))
-    lrs = [float(f"{stage.lr * factor:.3g}") for factor in LR_GRID]
-    # the probes build and read the caches the stage itself will (as alpha's probes)
-    scores = _dev_probes(ctx, stage, student, teacher, seed, steps,
-                         {lr: (f"lr-search[{lr:g}]", {"lr": lr}, {"tag": tag, "caches_as": stage}) for lr in lrs})
-    chosen = max(scores, key=lambda lr: (scores[lr], -abs(math.log(lr / stage.lr))))
+    lrs = list(dict.fromkeys(float(f"{stage.lr * factor:.3g}") for factor in ctx.config.lr_factors)) or [stage.lr]
+    if len(lrs) == 1:  # nothing to choose among: no probe
+        scores, chosen, steps = {}, lrs[0], 0
+    else:  # the probes build and read the caches the stage itself will (as alpha's probes)
+        scores = _dev_probes(ctx, stage, student, teacher, seed, steps,
+                             {lr: (f"lr-search[{lr:g}]", {"lr": lr}, {"tag": tag, "caches_as": stage}) for lr in lrs})
+        chosen = max(scores, key=lambda lr: (scores[lr], -abs(math.log(lr / stage.lr))))
     ctx.results[f"lr-search{tag}"] = {"kind": "lr-search", "steps": 0, "probe_steps": steps, "chosen": chosen,
                                       "dev_weighted_f1": {f"{lr:g}": v for lr, v in scores.items()},
                                       "max_epochs": stage.epochs, "max_steps": stage.max_steps, "patience": stage.patience,
                                       "min_steps": stage.min_steps}
-    log.info("stage %s%s: lr %g chosen on dev (%s)", stage.name, tag, chosen,
-             ", ".join(f"{lr:g}: {v:.4f}" for lr, v in scores.items()))
+    if scores:
+        log.info("stage %s%s: lr %g chosen on dev (%s)", stage.name, tag, chosen,
+                 ", ".join(f"{lr:g}: {v:.4f}" for lr, v in scores.items()))
     return chosen
 
 
