@@ -143,7 +143,16 @@ def test_compare_has_each_side_and_ratios(setup):
     from afrocomet.report.efficiency import EFFICIENCY, _efficiency_rows
 
     rows = _efficiency_rows({"efficiency": result})
-    assert len(rows) == len(EFFICIENCY) and all("-" not in row.values() for row in rows.values()), rows
+    assert len(rows) == len(EFFICIENCY) + 1 and all("-" not in row.values() for row in rows.values()), rows
+    # and both timed again in alternating rounds, each at the thread count its column chose
+    inter = result["latency_interleaved"]
+    assert inter["threads"] == {side: result[side]["latency"]["threads"] for side in ("teacher", "student")}
+    assert len(inter["teacher_p50_ms"]) == len(inter["student_p50_ms"]) == inter["rounds"] and inter["ratio_median"] > 0
+    assert f"latency p50, {inter['rounds']} interleaved rounds" in rows
+    from afrocomet.bench.efficiency import latency_ratio
+
+    assert latency_ratio(result) == (inter["ratio_median"], "interleaved rounds")
+    assert latency_ratio({"ratios": ratios}) == (ratios["latency"], "one after the other")  # an older results.json
 
 
 def test_latency_is_each_models_best_thread_count(setup):

@@ -108,6 +108,23 @@ def test_interleaved_latency_is_robust_to_a_busy_stretch():
     assert 2.0 < result["ratio_median"] < 8.0  # 4x, whatever the slow stretch did
 
 
+def test_interleaved_latency_times_each_predictor_at_its_own_thread_count():
+    """threads=(2, 1): every call of the first runs on 2 torch threads, of the second on 1 (each model at
+    its faster count, as the run's efficiency block times them); the count is restored after."""
+    from afrocomet.bench.timing import interleaved_latency
+    from afrocomet.device import torch_threads
+
+    seen = {"first": set(), "second": set()}
+
+    def recording(name: str):
+        return lambda batch: seen[name].add(torch.get_num_threads())
+
+    with torch_threads(3):
+        interleaved_latency(recording("first"), recording("second"), ["a", "b"], rounds=3, per_round=2, threads=(2, 1))
+        assert torch.get_num_threads() == 3
+    assert seen == {"first": {2}, "second": {1}}
+
+
 def test_onnx_session_threads_follow_the_choice(tiny_classifier_dir, tmp_path, monkeypatch):  # noqa: F811
     from afrocomet.export import export_onnx
     from afrocomet.onnx_model import ONNX_FILE, open_session

@@ -17,8 +17,9 @@ A *column* (one model, `benchmark_model` / `benchmark_onnx`)::
 the measures of `MEASURES`: latency (p50), latency_p95, parameters, non_embedding_parameters,
 disk_bytes, memory_bytes
 (reference / column) and throughput (column / reference); None where undefined.
-`compare` (the run's `efficiency` block) is {teacher: column, student: column, ratios, device,
-threads, max_length, n_texts, load}; `load` (also in bench's JSON) is afrocomet.device.machine_load:
+`compare` (the run's `efficiency` block) is {teacher: column, student: column, ratios, latency_interleaved,
+device, threads, max_length, n_texts, load}; `latency_interleaved` (`interleaved_pair`): {rounds, per_round,
+teacher_p50_ms, student_p50_ms (one per round), ratio_median, threads: {teacher, student}}; `load` (also in bench's JSON) is afrocomet.device.machine_load:
 {threads, cores, busy_cores_before, busy_cores_after, busy}.
 """
 
@@ -31,7 +32,8 @@ import torch
 
 from afrocomet.bench.memory import peak_memory
 from afrocomet.bench.size import model_size, non_embedding_parameters, weights_bytes
-from afrocomet.bench.timing import Predictor, measure_latency, measure_throughput, torch_predictor
+from afrocomet.bench.timing import (Predictor, interleaved_latency, measure_latency, measure_throughput,
+                                    torch_predictor)
 from afrocomet.device import choose_threads, machine_busy, machine_load, torch_threads
 
 # measure -> (its path in a column, whether higher is better); the order of every `ratios` dict
@@ -109,6 +111,17 @@ def ratios(teacher: Mapping[str, Any], student: Mapping[str, Any]) -> dict[str, 
     return out
 
 
+def latency_ratio(eff: Mapping[str, Any]) -> tuple[float | None, str]:
+    """How many times lower the student's batch-1 p50 is than the teacher's, as a run states it, and how
+    it was measured: the median over interleaved rounds where `eff` (a `compare` result) has them, else
+    the ratio of the two columns, timed one after the other."""
+    inter = eff.get("latency_interleaved") or {}
+    if isinstance(inter.get("ratio_median"), (int, float)):
+        return float(inter["ratio_median"]), "interleaved rounds"
+    given = (eff.get("ratios") or {}).get("latency")
+    return (float(given) if isinstance(given, (int, float)) else None), "one after the other"
+
+
 def compare(teacher_model: torch.nn.Module, student_model: torch.nn.Module, tokenizer_t, tokenizer_s,
             texts: Sequence[str], *, threads: int | None = None, max_length: int = 128, device: str = "cpu",
             **kwargs) -> dict[str, Any]:
@@ -122,9 +135,28 @@ def compare(teacher_model: torch.nn.Module, student_model: torch.nn.Module, toke
     with torch_threads(choose_threads(threads)) as used_threads:
         teacher = benchmark_model(teacher_model, tokenizer_t, texts, max_length=max_length, device=device, **kwargs)
         student = benchmark_model(student_model, tokenizer_s, texts, max_length=max_length, device=device, **kwargs)
+        interleaved = interleaved_pair(teacher_model, student_model, tokenizer_t, tokenizer_s, texts, teacher, student,
+                                       max_length=max_length, device=device)
     return {"teacher": teacher, "student": student, "ratios": ratios(teacher, student),
+            "latency_interleaved": interleaved,
             "device": str(device), "threads": used_threads, "max_length": max_length, "n_texts": len(texts),
             "load": machine_load(before, used_threads)}
+
+
+def interleaved_pair(teacher_model: torch.nn.Module, student_model: torch.nn.Module, tokenizer_t, tokenizer_s,
+                     texts: Sequence[str], teacher: Mapping[str, Any], student: Mapping[str, Any], *,
+                     max_length: int, device: str) -> dict[str, Any]:
+    """Teacher and student timed again at batch 1 in alternating rounds (`interleaved_latency`), each at
+    the thread count its column's latency chose: the two columns are timed one after the other, so a
+    load that comes and goes between them biases their ratio; `ratio_median` (the median over rounds of
+    the teacher's p50 / the student's) does not."""
+    counts = tuple(value.get("latency", {}).get("threads") for value in (teacher, student))
+    result = interleaved_latency(torch_predictor(teacher_model, tokenizer_t, max_length, device),
+                                 torch_predictor(student_model, tokenizer_s, max_length, device), texts,
+                                 threads=counts if str(device).startswith("cpu") else (None, None))
+    return {"rounds": result["rounds"], "per_round": result["per_round"], "teacher_p50_ms": result["first_p50_ms"],
+            "student_p50_ms": result["second_p50_ms"], "ratio_median": result["ratio_median"],
+            "threads": {"teacher": counts[0], "student": counts[1]}}
 
 
 def benchmark_onnx(folder: str | Path, onnx_file: str, texts: Sequence[str], *, threads: int | None = None,

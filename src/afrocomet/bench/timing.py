@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from afrocomet.device import torch_threads
 from afrocomet.errors import AfroCometError
 from afrocomet.inference import text_predictor
 
@@ -116,24 +117,31 @@ def measure_throughput(
 
 
 def interleaved_latency(first: Predictor, second: Predictor, texts: Sequence[str], *, rounds: int = 7,
-                        per_round: int = 20, warmup: int = 3) -> dict[str, Any]:
+                        per_round: int = 20, warmup: int = 3,
+                        threads: tuple[int | None, int | None] = (None, None)) -> dict[str, Any]:
     """Batch-1 latency of two predictors in interleaved rounds (first, second; then second, first; ...),
     so that a load that comes and goes during the measurement hits both alike. Each round times
     `per_round` calls of each on the same texts; `ratio_median` is the median over rounds of
-    (first's p50 / second's p50): how many times faster `second` is, robust to a busy round."""
+    (first's p50 / second's p50): how many times faster `second` is, robust to a busy round.
+    `threads`: torch's thread count for each predictor's calls (None: as it is), e.g. each model's
+    faster count from `best_latency`."""
     batches = _batches(texts, 1)
-    for i in range(warmup):
-        first(batches[i % len(batches)]), second(batches[i % len(batches)])
+    runs = {"first": (first, threads[0]), "second": (second, threads[1])}
+    for name, (predict, count) in runs.items():
+        with torch_threads(count):
+            for i in range(warmup):
+                predict(batches[i % len(batches)])
     p50 = {"first": [], "second": []}
     for r in range(rounds):
         chunk = [batches[(r * per_round + i) % len(batches)] for i in range(per_round)]
-        order = (("first", first), ("second", second)) if r % 2 == 0 else (("second", second), ("first", first))
-        for name, predict in order:
+        for name in ("first", "second") if r % 2 == 0 else ("second", "first"):
+            predict, count = runs[name]
             times = []
-            for batch in chunk:
-                start = time.perf_counter()
-                predict(batch)
-                times.append((time.perf_counter() - start) * 1000.0)
+            with torch_threads(count):
+                for batch in chunk:
+                    start = time.perf_counter()
+                    predict(batch)
+                    times.append((time.perf_counter() - start) * 1000.0)
             p50[name].append(float(np.percentile(times, 50)))
     per_round_ratio = [a / b for a, b in zip(p50["first"], p50["second"]) if b > 0]
     return {"rounds": rounds, "per_round": per_round, "first_p50_ms": p50["first"], "second_p50_ms": p50["second"],

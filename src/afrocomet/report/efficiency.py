@@ -51,7 +51,25 @@ def _efficiency_rows(results: Mapping) -> dict[str, dict[str, str]]:
         ratio_text = "-" if not ratio else f"{ratio:.1f}× {more}" if ratio >= 1 else f"{1 / ratio:.1f}× {less}"
         rows[label] = {"teacher": fmt(t[measure]) if measure in t else "-",
                        "student": fmt(s[measure]) if measure in s else "-", "student vs teacher": ratio_text}
+        if measure == "latency_p95":
+            rows.update(_interleaved_row(eff))
     return rows
+
+
+def _interleaved_row(eff: Mapping) -> dict[str, dict[str, str]]:
+    """`latency p50, interleaved`: the medians over the alternating rounds and the median of their ratios."""
+    inter = eff.get("latency_interleaved")
+    if not isinstance(inter, Mapping) or not _is_number(inter.get("ratio_median")):
+        return {}
+
+    def median(values: Any) -> str:
+        numbers = sorted(float(v) for v in values or [] if _is_number(v))
+        return _fmt_ms(numbers[len(numbers) // 2]) if numbers else "-"
+
+    ratio = float(inter["ratio_median"])
+    return {f"latency p50, {inter.get('rounds', '?')} interleaved rounds": {
+        "teacher": median(inter.get("teacher_p50_ms")), "student": median(inter.get("student_p50_ms")),
+        "student vs teacher": f"{ratio:.1f}× faster" if ratio >= 1 else f"{1 / ratio:.1f}× slower"}}
 
 
 def _efficiency_section(results: Mapping) -> list[str]:
