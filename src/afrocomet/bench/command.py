@@ -14,7 +14,7 @@ import torch
 
 from afrocomet.bench.efficiency import benchmark_model, benchmark_onnx, compare_columns, ratios
 from afrocomet.bench.memory import release_free_memory
-from afrocomet.bench.timing import interleaved_latency, torch_predictor
+from afrocomet.bench.timing import as_teacher_student, interleaved_latency, torch_predictor
 from afrocomet.device import choose_threads, machine_busy, machine_load, torch_threads
 from afrocomet.errors import AfroCometError
 
@@ -161,8 +161,7 @@ def _interleaved(teacher: str, student: str, shared: Any, texts: Sequence[str], 
     result = interleaved_latency(first, second, texts)
     del models, first, second
     release_free_memory()
-    return {"rounds": result["rounds"], "per_round": result["per_round"], "teacher_p50_ms": result["first_p50_ms"],
-            "student_p50_ms": result["second_p50_ms"], "ratio_median": result["ratio_median"]}
+    return as_teacher_student(result)
 
 
 def run_bench(teacher: str, student: str, onnx: str | Path | None = None, *, languages=None,

@@ -32,8 +32,8 @@ import torch
 
 from afrocomet.bench.memory import peak_memory
 from afrocomet.bench.size import model_size, non_embedding_parameters, weights_bytes
-from afrocomet.bench.timing import (Predictor, interleaved_latency, measure_latency, measure_throughput,
-                                    torch_predictor)
+from afrocomet.bench.timing import (Predictor, as_teacher_student, interleaved_latency, measure_latency,
+                                    measure_throughput, torch_predictor)
 from afrocomet.device import choose_threads, machine_busy, machine_load, torch_threads
 
 # measure -> (its path in a column, whether higher is better); the order of every `ratios` dict
@@ -154,9 +154,7 @@ def interleaved_pair(teacher_model: torch.nn.Module, student_model: torch.nn.Mod
     result = interleaved_latency(torch_predictor(teacher_model, tokenizer_t, max_length, device),
                                  torch_predictor(student_model, tokenizer_s, max_length, device), texts,
                                  threads=counts if str(device).startswith("cpu") else (None, None))
-    return {"rounds": result["rounds"], "per_round": result["per_round"], "teacher_p50_ms": result["first_p50_ms"],
-            "student_p50_ms": result["second_p50_ms"], "ratio_median": result["ratio_median"],
-            "threads": {"teacher": counts[0], "student": counts[1]}}
+    return {**as_teacher_student(result), "threads": {"teacher": counts[0], "student": counts[1]}}
 
 
 def benchmark_onnx(folder: str | Path, onnx_file: str, texts: Sequence[str], *, threads: int | None = None,

@@ -149,6 +149,13 @@ def interleaved_latency(first: Predictor, second: Predictor, texts: Sequence[str
             "threads": torch.get_num_threads()}
 
 
+def as_teacher_student(result: dict[str, Any]) -> dict[str, Any]:
+    """An `interleaved_latency` result of (teacher, student) under the names bench's JSON and the run's
+    efficiency block use: teacher_p50_ms, student_p50_ms, ratio_median (and rounds, per_round)."""
+    return {"rounds": result["rounds"], "per_round": result["per_round"], "teacher_p50_ms": result["first_p50_ms"],
+            "student_p50_ms": result["second_p50_ms"], "ratio_median": result["ratio_median"]}
+
+
 def latency(model, tokenizer, texts: Sequence[str], *, batch_size: int = 1, warmup: int = 5,
             repeats: int | None = None, max_length: int = 128, device: str = "cpu") -> dict[str, Any]:
     """`measure_latency` of a PyTorch model with its tokenizer."""
