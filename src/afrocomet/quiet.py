@@ -21,9 +21,11 @@ from typing import Iterator
 PREFIX = "afrocomet: warning: "
 LIBRARY_LOGGERS = ("transformers", "accelerate", "huggingface_hub", "onnxruntime", "torch", "urllib3", "uvicorn")
 # transformers and huggingface_hub set their own levels from these when they are first imported
-# (huggingface_hub's retries without a network are a WARNING line each).
+# (huggingface_hub's retries without a network are a WARNING line each); torch's C++ side reads
+# TORCH_CPP_LOG_LEVEL when it loads, so it reaches the processes `--num-processes` starts (DDP's
+# reducer writes its own `[rank0]:[W...] Warning:` lines there).
 LIBRARY_ENV = {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-               "HF_HUB_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+               "HF_HUB_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TORCH_CPP_LOG_LEVEL": "ERROR"}
 _DATEFMT = "%H:%M:%S"
 
 
@@ -72,6 +74,11 @@ def _show(message, category, filename, lineno, file=None, line=None) -> None:
         stream.flush()
     except (OSError, ValueError):  # stderr closed: nowhere to say it
         pass
+
+
+def cli_state() -> tuple[bool, bool]:
+    """(inside `cli_output`, verbose): what a worker process (run.jobs) sets up the same way."""
+    return _State.active, _State.verbose
 
 
 def setup(verbose: bool = False) -> None:

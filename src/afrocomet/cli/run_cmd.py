@@ -102,6 +102,8 @@ def _run(config_file: Path | None, opts: dict) -> None:
     if opts["num_processes"] and opts["num_processes"] > 1 and "WORLD_SIZE" not in os.environ:
         _launch(opts["num_processes"])
         return
+    if int(os.environ.get("RANK", "0")) > 0:  # under `accelerate launch`: the main process tells the story
+        logging.getLogger("afrocomet").setLevel(logging.WARNING)
     if opts["resume"] is not None:
         config = _resume_config(config_file, opts)
     else:
