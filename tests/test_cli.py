@@ -91,7 +91,7 @@ RUN_FLAGS = {  # the flags of `afrocomet run` / `distill` as users know them: na
     "--compare-init", "--no-teacher-cache", "--trust-remote-code", "--trim-vocab", "--no-trim-vocab", "--overwrite",
     "--max-length", "--normalize", "--freeze-teacher-embeddings", "--no-freeze-teacher-embeddings",
     "--freeze-teacher-layers", "--threads", "--train-rows", "--dev-rows", "--ngram-teacher", "--no-ngram-teacher",
-    "--no-frozen-cache", "--lr-factors",
+    "--no-frozen-cache", "--lr-factors", "--jobs",
     "--quiet", "--num-processes", "--resume", "--help", "-h"}
 
 
@@ -126,6 +126,8 @@ def _stage_values(config, name):
     (["--sampling-alpha", "0.7", "--alpha-candidates", "0,1"], lambda c: c.data.alpha_candidates, [0.0, 1.0]),
     (["--alpha-candidates", ""], lambda c: c.data.alpha_candidates, []),
     (["--lr-factors", "1"], lambda c: c.lr_factors, [1.0]),
+    (["--jobs", "2"], lambda c: c.jobs, 2),
+    ([], lambda c: c.jobs, None),
     (["--lr-factors", ""], lambda c: c.lr_factors, []),
     ([], lambda c: c.lr_factors, [1 / 3, 1.0, 3.0]),
     (["--compare-adaptive", "uncertainty"], lambda c: c.compare_adaptive, "uncertainty"),

@@ -38,6 +38,7 @@ def test_int_is_accepted_for_float(tmp_path):
         ("stages:\n  - name: a\n    kind: distil\n", None, "unknown kind 'distil'"),
         ("lr_factors: [1, 0]\n", None, "lr_factors entry must be > 0"),
         ("lr_factors: [1, 1000]\n", None, "must be at most 100"),
+        ("jobs: 0\n", None, "jobs must be > 0"),
         ("stages:\n  - name: a\n    matching: full\n", None, "unknown matching 'full'"),
         ("data:\n  languages: [xyz]\n", None, "unknown language(s) xyz"),
         ("stages: 3\n", 1, "'stages' must be a list"),

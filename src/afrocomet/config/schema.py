@@ -22,9 +22,9 @@ from afrocomet.errors import AfroCometError
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding and torch's generators both take it
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")  # what afrocomet.device.resolve_device runs on
 # Upper bounds of numbers: a value past them is a typo (or 1e308), not a setting anyone trains with.
-LIMITS = {"batch_size": 65536, "grad_accum": 65536, "seeds": 100, "threads": 4096, "lr": 10.0, "temperature": 100.0,
-          "final_temperature": 100.0, "sampling_alpha": 10.0, "alpha_candidates": 10.0, "epochs": 10000.0,
-          "lr_factors": 100.0}
+LIMITS = {"batch_size": 65536, "grad_accum": 65536, "seeds": 100, "threads": 4096, "jobs": 4096, "lr": 10.0,
+          "temperature": 100.0, "final_temperature": 100.0, "sampling_alpha": 10.0, "alpha_candidates": 10.0,
+          "epochs": 10000.0, "lr_factors": 100.0}
 STAGE_KINDS = ("teacher-pretrain", "teacher-finetune", "distill-mlm", "distill-task", "student-finetune")
 MLM_KINDS = ("teacher-pretrain", "distill-mlm")  # the rest train a classifier
 DISTILL_KINDS = ("distill-mlm", "distill-task")  # a student learning from a teacher
@@ -218,6 +218,12 @@ class RunConfig:
     lr_factors: list[float] = field(default_factory=lambda: [1 / 3, 1.0, 3.0], metadata={
         "help": "Choose each student's stage-2 lr on dev among these multiples of the stage's lr "
                 "(default a third, 1 and 3; '' = no search)."})
+    # student rows trained side by side in worker processes (run/jobs.py), each on threads // jobs
+    # threads; a row's results depend on its thread count as ever. None: one per CPU thread (at most the
+    # rows), 1 on a GPU
+    jobs: int | None = field(default=None, metadata={
+        "help": "Student rows trained at once, each in its own process on its share of the CPU threads "
+                "(default: one per thread, at most the rows; 1 on a GPU).", "min": 1})
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stages: list[StageConfig] = field(default_factory=list)
@@ -343,6 +349,7 @@ def validate(config: RunConfig, where: str = "config", lines: dict[tuple, int] |
     _check_positive(where, "model.tokenizer_sample", config.model.tokenizer_sample)
     _check_positive(where, "seeds", config.seeds)
     _check_positive(where, "threads", config.threads)
+    _check_positive(where, "jobs", config.jobs)
     if config.model.student_init not in STUDENT_INITS:
         raise AfroCometError(f"{where}: model.student_init must be one of {', '.join(STUDENT_INITS)}, "
                              f"got '{config.model.student_init}'")

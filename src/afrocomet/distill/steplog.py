@@ -87,10 +87,18 @@ class LineProgress:
         self.last = self.clock()
 
 
+# Set in a process that trains one row beside others (run/jobs.py): its progress comes as lines (bars
+# of two processes on one terminal would overwrite each other), each starting with the row's name.
+ROW: str | None = None
+
+
 def progress_bar(total: int, initial: int, desc: str, enabled: bool):
-    """tqdm's bar on a terminal (or in a notebook); LineProgress lines when stderr is anything else."""
+    """tqdm's bar on a terminal (or in a notebook); LineProgress lines when stderr is anything else
+    (or in a row's worker process, `ROW`)."""
     from tqdm.auto import tqdm
 
+    if enabled and ROW is not None:
+        return LineProgress(total, initial, f"{ROW}: {desc}")
     if enabled and not _terminal() and not tqdm.__module__.startswith("tqdm.notebook"):
         return LineProgress(total, initial, desc)
     return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)

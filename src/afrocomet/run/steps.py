@@ -26,6 +26,7 @@ from afrocomet.config import RunConfig, validate
 from afrocomet.run.context import Context
 from afrocomet.run.efficiency import measure_efficiency
 from afrocomet.run.estimate import estimate_run
+from afrocomet.run.jobs import Row, choose_jobs, train_side_by_side
 from afrocomet.run.inputs import (check_training_labels, load_datasets, prepare_data, prepare_tokenizer,
                                   sample_datasets)
 from afrocomet.run.ngram_teacher import fit_ngram_teacher, with_soft_labels
@@ -150,12 +151,16 @@ def train_students(ctx: Context, teacher_mlm: nn.Module | None, teacher: nn.Modu
     if ctx.ngram is not None and not combined:
         log.info("combined teacher: w = 1 chosen on dev in every language, so it is the transformer alone; "
                  "no separate paper student")
-    for v in run_variants(ctx.config, combined=combined):
-        models[v.system] = [
-            {lang: train_student(lctx, teacher_mlm, teacher, v.tag + ("" if lang == ALL else f"[{lang}]")
-                                 + (f"[seed{s}]" if s != seeds[0] else ""), v, s)
-             for lang, lctx in contexts.items()}
-            for s in seeds]
+    rows = {(v.system, i, lang): Row(lctx, v.tag + ("" if lang == ALL else f"[{lang}]")
+                                     + (f"[seed{s}]" if s != seeds[0] else ""), v, s)
+            for v in run_variants(ctx.config, combined=combined)
+            for i, s in enumerate(seeds) for lang, lctx in contexts.items()}
+    jobs = choose_jobs(ctx, len(rows))
+    if jobs > 1:  # trained in worker processes, then loaded below as finished stages
+        ctx.preparation["student_jobs"] = train_side_by_side(list(rows.values()), teacher_mlm, teacher, jobs)
+    for (system, i, lang), row in rows.items():
+        models.setdefault(system, [{} for _ in seeds])[i][lang] = train_student(
+            row.ctx, teacher_mlm, teacher, row.tag, row.variant, row.seed)
     return models
 
 
@@ -196,7 +201,7 @@ def collect_results(ctx: Context, models: Models, languages: dict, seeds: list[i
     prep = ctx.preparation
     if "vocab_trim" in prep:
         results["vocab_trim"] = student_trim(prep["vocab_trim"], student)
-    for key in ("teacher_frozen", "tokenizer_coverage", "rows", "compare_init"):
+    for key in ("teacher_frozen", "tokenizer_coverage", "rows", "compare_init", "student_jobs"):
         if key in prep:
             results[key] = prep[key]
     results["teacher_dev"] = prep["teacher_dev"]

@@ -79,11 +79,15 @@ def run_variants(config: RunConfig, combined: bool = False) -> list[Variant]:
     return variants
 
 
-def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, variant: Variant, seed: int) -> nn.Module:
+def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, variant: Variant, seed: int, *,
+                  shared_only: bool = False) -> nn.Module | None:
     """Stage 1 (task-agnostic, MLM) then stage 2 (task-specific) for one student variant; `tag`
     (the variant's tag, then language and seed) ends every stage name. Stage 2 reads the combined
     teacher where the run has one (`ctx.ngram`: its weight as the stage's teacher_mix), and is
-    trained by the rule every student row shares (`converged`, lr chosen on dev)."""
+    trained by the rule every student row shares (`converged`, lr chosen on dev).
+
+    `shared_only`: only what other rows read (stage 1, and the language-sampling alpha search if
+    this row makes it), then None: what run.jobs trains before the rows go side by side."""
     student = new_student(ctx, teacher_mlm, teacher_cls, tag, variant.model, seed)
     labels = ctx.id2label
     for stage in ctx.config.stages:
@@ -101,9 +105,13 @@ def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, variant: Var
         teacher = teacher_cls if _uses_teacher(stage) else None
         if stage.kind == "distill-task" and ctx.alpha is None and _searches_alpha(ctx):
             choose_alpha(ctx, stage, student, teacher, seed)
+        if shared_only:
+            return None
         stage = converged(stage, StepPlan.of(stage, len(ctx.data.train)).total_steps)
         stage = replace(stage, lr=choose_lr(ctx, stage, student, teacher, tag, seed))
         ctx.train(stage, student, teacher=teacher, tag=tag, seed=seed)
+    if shared_only:
+        return None
     if "MaskedLM" in type(student).__name__:
         student = convert_head(student, "classification", len(labels), labels)
     return student.eval()

@@ -1,0 +1,121 @@
+"""Student rows trained side by side (`jobs`, run/jobs.py): each row in its own process on its share of
+the threads gives exactly what one job gives at that thread count, and says which row each line is."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from afrocomet.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+STAGE = dict(batch_size=16, lr=0.002, progress_every=3, max_steps=6, eval_every=3, patience=0)
+TIMES = ("seconds", "elapsed", "time", "wall", "steps_per_second")
+
+
+@pytest.fixture(scope="module")
+def rows_config(afrisenti_dir, tmp_path_factory) -> Path:
+    """Tiny saved teacher and student, swa only; four student rows (hybrid, paper, KD only, labels only)."""
+    from afrocomet.data.afrisenti import read_tsv
+    from afrocomet.models.build import build_model
+    from afrocomet.models.presets import get_preset
+    from afrocomet.tokenizer import train_tokenizer
+
+    folder = tmp_path_factory.mktemp("jobs")
+    tok = train_tokenizer([ex.text for ex in read_tsv(afrisenti_dir / "swa" / "train.tsv")][:600], vocab_size=300)
+    for name in ("tiny-teacher", "tiny-student"):
+        build_model(get_preset(name).to_config(vocab_size=len(tok)), "mlm", seed=0).save_pretrained(folder / name)
+        tok.save_pretrained(folder / name)
+    data = {"languages": ["swa"], "download": False, "max_length": 32}
+    for split, rows in {"train": 300, "dev": 90, "test": 60}.items():
+        lines = (afrisenti_dir / "swa" / f"{split}.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+        stride = max(1, (len(lines) - 1) // rows)  # sorted by label: every k-th row keeps all labels
+        (folder / f"{split}.tsv").write_text("".join(lines[:1] + lines[1::stride][:rows]), encoding="utf-8")
+        data[split] = str(folder / f"{split}.tsv")
+    config = {
+        "seed": 0, "device": "cpu", "data": data, "lr_factors": [1, 3],
+        "model": {"teacher": str(folder / "tiny-teacher"), "student": str(folder / "tiny-student")},
+        "stages": [{"name": "teacher-finetune", "kind": "teacher-finetune", **STAGE},
+                   {"name": "stage1", "kind": "distill-mlm", **STAGE},
+                   {"name": "stage2", "kind": "distill-task", **STAGE}],
+    }
+    path = folder / "run.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def _records(out: Path) -> dict[str, list[dict]]:
+    """Every student stage's log, without its clock readings."""
+    logs = {}
+    for path in sorted((out / "logs").glob("*/log.jsonl")):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        logs[path.parent.name] = [{k: v for k, v in r.items() if not any(t in k for t in TIMES)} for r in rows]
+    return logs
+
+
+@pytest.fixture
+def light_outputs(monkeypatch):
+    """What does not touch the models, left out for speed (as in test_determinism.py): the TF-IDF
+    baseline row (a majority stand-in), the plots, and most of the latency texts."""
+    import functools
+
+    import afrocomet.evaluate
+    import afrocomet.report
+    import afrocomet.run.efficiency
+    import afrocomet.run.steps
+
+    monkeypatch.setattr(afrocomet.evaluate, "tfidf_select",
+                        lambda train, labels, dev, dev_labels, test, seed: ([labels[0]] * len(test), 1.0, {1.0: 0.0}))
+    monkeypatch.setattr(afrocomet.report, "write_plots", lambda results, out_dir: [])
+    monkeypatch.setattr(afrocomet.run.steps, "measure_efficiency",
+                        functools.partial(afrocomet.run.efficiency.measure_efficiency, n_texts=8))
+
+
+def test_rows_side_by_side_match_one_job(rows_config, tmp_path, light_outputs, capfd):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["run", "--config", str(rows_config), "--quiet", "--out", str(one), "--threads", "1",
+                 "--jobs", "1"]) == 0
+    capfd.readouterr()
+    # two rows at a time on one thread each (as asked, though the run has one thread: the same threads per row)
+    assert main(["run", "--config", str(rows_config), "--out", str(two), "--threads", "1", "--jobs", "2"]) == 0
+    stderr = capfd.readouterr().err  # the workers write to the same stderr
+    r1, r2 = (json.loads((d / "results.json").read_text()) for d in (one, two))
+    students = [s for s in r1["systems"] if s.startswith("student")]
+    assert len(students) == 4, r1["systems"]  # the paper's row reads the hybrid's stage 1: trained first, once
+    assert "student_jobs" not in r1
+    assert r2["student_jobs"] == {"jobs": 2, "threads_each": 1, "rows": 4}
+    ours, theirs = _records(two), _records(one)
+    assert sorted(ours) == sorted(theirs) and any(name.startswith("lr-search") for name in ours)
+    for name in theirs:  # each row at one thread, in a worker or not: the same steps, losses and dev scores
+        assert ours[name] == theirs[name], name
+    for system in students:
+        assert r2["average"][system] == r1["average"][system], system
+    # each worker's progress lines name their row; what rows share was trained here, once
+    assert "student_kd_only: stage2: " in stderr and "student_no_distill: stage2: " in stderr
+    assert "student_paper: stage2: " in stderr and "student_paper: stage1: " not in stderr  # loaded
+    assert len(re.findall(r"(?m)^\d\d:\d\d:\d\d stage1: ", stderr)) == 1  # the hybrid's, in this process
+    assert "Traceback" not in stderr and "Warning" not in stderr, stderr[-3000:]
+
+
+def test_a_failing_row_stops_the_others_and_is_raised_here():
+    """A worker's exception comes back to the run (which then keeps its folder to resume), a worker that
+    dies is one error line's AfroCometError, and no worker is left training either way."""
+    import multiprocessing
+    import os
+
+    from afrocomet.errors import AfroCometError
+    from afrocomet.run.jobs import Row, _train_row, _workers
+    from afrocomet.run.students import VARIANTS
+
+    broken = [Row(None, "", VARIANTS[0], 0), Row(None, "[kd_only]", VARIANTS[1], 0)]  # no context to train in
+    with pytest.raises(AttributeError), _workers(jobs=2, threads=1) as pool:
+        for future in [pool.submit(_train_row, row, None, None) for row in broken]:
+            future.result()
+    with pytest.raises(AfroCometError, match="died .* --resume continues"), _workers(jobs=2, threads=1) as pool:
+        pool.submit(os._exit, 9).result()  # as the kernel's OOM killer would end it
+    assert not multiprocessing.active_children()
