@@ -145,3 +145,38 @@ def save_tiny_classifier(folder: Path) -> Path:
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def tiny_swa_run_config(folder: Path, afrisenti_dir: Path, rows: dict[str, int], stage: dict, settings: dict,
+                        **model_fields) -> Path:
+    """A run config (returned: folder/run.yaml) of a tiny teacher and student saved in `folder` (the
+    presets' fields changed by `model_fields`) with a tokenizer trained on swa tweets, swa train/dev/test
+    cut to `rows` each, stages teacher-finetune, stage1, stage2 (each with `stage`'s fields) and the run
+    fields `settings`."""
+    import yaml
+
+    from afrocomet.data.afrisenti import read_tsv
+    from afrocomet.models.build import build_model
+    from afrocomet.models.presets import get_preset
+    from afrocomet.tokenizer import train_tokenizer
+
+    tok = train_tokenizer([ex.text for ex in read_tsv(afrisenti_dir / "swa" / "train.tsv")][:600], vocab_size=300)
+    for name in ("tiny-teacher", "tiny-student"):
+        config = get_preset(name).to_config(vocab_size=len(tok), **model_fields)
+        build_model(config, "mlm", seed=0).save_pretrained(folder / name)
+        tok.save_pretrained(folder / name)
+    data = {"languages": ["swa"], "download": False, "max_length": 32}
+    for split, n in rows.items():
+        lines = (afrisenti_dir / "swa" / f"{split}.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+        stride = max(1, (len(lines) - 1) // n)  # sorted by label: every k-th row keeps all labels
+        (folder / f"{split}.tsv").write_text("".join(lines[:1] + lines[1::stride][:n]), encoding="utf-8")
+        data[split] = str(folder / f"{split}.tsv")
+    config = {
+        "seed": 0, "device": "cpu", "data": data, **settings,
+        "model": {"teacher": str(folder / "tiny-teacher"), "student": str(folder / "tiny-student")},
+        "stages": [{"name": name, "kind": kind, **stage} for name, kind in
+                   (("teacher-finetune", "teacher-finetune"), ("stage1", "distill-mlm"), ("stage2", "distill-task"))],
+    }
+    path = folder / "run.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path

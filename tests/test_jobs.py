@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from afrocomet.cli import main
+from helpers import tiny_swa_run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -21,32 +21,8 @@ TIMES = ("seconds", "elapsed", "time", "wall", "steps_per_second")
 @pytest.fixture(scope="module")
 def rows_config(afrisenti_dir, tmp_path_factory) -> Path:
     """Tiny saved teacher and student, swa only; four student rows (hybrid, paper, KD only, labels only)."""
-    from afrocomet.data.afrisenti import read_tsv
-    from afrocomet.models.build import build_model
-    from afrocomet.models.presets import get_preset
-    from afrocomet.tokenizer import train_tokenizer
-
-    folder = tmp_path_factory.mktemp("jobs")
-    tok = train_tokenizer([ex.text for ex in read_tsv(afrisenti_dir / "swa" / "train.tsv")][:600], vocab_size=300)
-    for name in ("tiny-teacher", "tiny-student"):
-        build_model(get_preset(name).to_config(vocab_size=len(tok)), "mlm", seed=0).save_pretrained(folder / name)
-        tok.save_pretrained(folder / name)
-    data = {"languages": ["swa"], "download": False, "max_length": 32}
-    for split, rows in {"train": 300, "dev": 90, "test": 60}.items():
-        lines = (afrisenti_dir / "swa" / f"{split}.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
-        stride = max(1, (len(lines) - 1) // rows)  # sorted by label: every k-th row keeps all labels
-        (folder / f"{split}.tsv").write_text("".join(lines[:1] + lines[1::stride][:rows]), encoding="utf-8")
-        data[split] = str(folder / f"{split}.tsv")
-    config = {
-        "seed": 0, "device": "cpu", "data": data, "lr_factors": [1, 3],
-        "model": {"teacher": str(folder / "tiny-teacher"), "student": str(folder / "tiny-student")},
-        "stages": [{"name": "teacher-finetune", "kind": "teacher-finetune", **STAGE},
-                   {"name": "stage1", "kind": "distill-mlm", **STAGE},
-                   {"name": "stage2", "kind": "distill-task", **STAGE}],
-    }
-    path = folder / "run.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
+    rows = {"train": 300, "dev": 90, "test": 60}
+    return tiny_swa_run_config(tmp_path_factory.mktemp("jobs"), afrisenti_dir, rows, STAGE, {"lr_factors": [1, 3]})
 
 
 def _records(out: Path) -> dict[str, list[dict]]:

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from afrocomet.cli import main
+from helpers import tiny_swa_run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,34 +28,9 @@ STAGE = dict(batch_size=16, lr=0.002, progress_every=3, max_steps=6, eval_every=
 @pytest.fixture(scope="module")
 def no_dropout_config(afrisenti_dir, tmp_path_factory) -> Path:
     """A dropout-free tiny teacher and student saved as local folders, the teacher's tokenizer, swa data."""
-    from afrocomet.data.afrisenti import read_tsv
-    from afrocomet.models.build import build_model
-    from afrocomet.models.presets import get_preset
-    from afrocomet.tokenizer import train_tokenizer
-
-    folder = tmp_path_factory.mktemp("parallel")
-    tok = train_tokenizer([ex.text for ex in read_tsv(afrisenti_dir / "swa" / "train.tsv")][:600], vocab_size=300)
-    no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    for name in ("tiny-teacher", "tiny-student"):
-        config = get_preset(name).to_config(vocab_size=len(tok), **no_dropout)
-        build_model(config, "mlm", seed=0).save_pretrained(folder / name)
-        tok.save_pretrained(folder / name)
-    data = {"languages": ["swa"], "download": False, "max_length": 32}
-    for split, rows in {"train": 400, "dev": 120, "test": 60}.items():
-        lines = (afrisenti_dir / "swa" / f"{split}.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
-        stride = max(1, (len(lines) - 1) // rows)  # sorted by label: every k-th row keeps all labels
-        (folder / f"{split}.tsv").write_text("".join(lines[:1] + lines[1::stride][:rows]), encoding="utf-8")
-        data[split] = str(folder / f"{split}.tsv")
-    config = {
-        "seed": 0, "device": "cpu", "ablations": False, "data": data,
-        "model": {"teacher": str(folder / "tiny-teacher"), "student": str(folder / "tiny-student")},
-        "stages": [{"name": "teacher-finetune", "kind": "teacher-finetune", **STAGE},
-                   {"name": "stage1", "kind": "distill-mlm", **STAGE},
-                   {"name": "stage2", "kind": "distill-task", **STAGE}],
-    }
-    path = folder / "run.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
+    rows = {"train": 400, "dev": 120, "test": 60}
+    return tiny_swa_run_config(tmp_path_factory.mktemp("parallel"), afrisenti_dir, rows, STAGE, {"ablations": False},
+                               hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
 def _logs(out: Path, stage: str) -> list[dict]:
