@@ -220,7 +220,7 @@ class RunConfig:
                 "(default a third, 1 and 3; '' = no search)."})
     # student rows trained side by side in worker processes (run/jobs.py), each on threads // jobs
     # threads; a row's results depend on its thread count as ever. None: one per CPU thread (at most the
-    # rows), 1 on a GPU
+    # cores and the rows), 1 on a GPU
     jobs: int | None = field(default=None, metadata={
         "help": "Student rows trained at once, each in its own process on its share of the CPU threads "
                 "(default: one per thread, at most the rows; 1 on a GPU).", "min": 1})

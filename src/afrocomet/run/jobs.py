@@ -1,8 +1,8 @@
 """Student rows trained side by side: `jobs` processes on a CPU, each on its share of the threads.
 
 A small student's training step is mostly per-step overhead (Python, autograd, optimizer), which
-more threads do not shorten: on 2 cores, two rows at one thread each get through their steps about
-1.5x faster than one row after the other at two threads (benchmarks/README.md, default_run.py).
+more threads do not shorten: on 2 cores, the default run's four rows took 282 s two at a time on one
+thread each, 472 s one after the other on two threads (docs/performance.md).
 
 How: what rows share is trained first, in this process at the run's threads: the stage 1 another row
 reads (the paper's student shares the hybrid's) and the language-sampling alpha search (which builds
