@@ -44,8 +44,8 @@ def share_the_cores() -> None:
 # collection order: these start first and the many short files fill the other worker, instead of one long
 # file starting last and running alone (on 2 cores: 12.5 min in alphabetical order).
 LONG_FIRST = ("test_pipeline.py", "test_e5_run.py", "test_run_options.py", "test_resume.py", "test_determinism.py",
-              "test_parallel.py", "test_catalogue_outputs.py", "test_bench.py", "test_catalogue_limits.py",
-              "test_catalogue_signals_locks.py", "test_serve.py", "test_threads.py")
+              "test_parallel.py", "test_jobs.py", "test_catalogue_outputs.py", "test_bench.py",
+              "test_catalogue_limits.py", "test_catalogue_signals_locks.py", "test_serve.py", "test_threads.py")
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:

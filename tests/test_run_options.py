@@ -13,10 +13,12 @@ LANGS = ["--languages", "swa,kin"]  # the two smallest languages: a quick run in
 
 
 def _run(tmp_path, afrisenti_dir, *flags: str):
+    """A quick run of what these tests are about: no ablations, no lr search, no combined teacher (so no
+    paper row); tests/test_pipeline.py runs those."""
     out = tmp_path / "run"
     quick = [] if "--config" in flags else ["--quick"]  # a config sets every size itself (--quick is refused)
-    code = main(["run", *quick, "--quiet", "--no-ablations", "--data-dir", str(afrisenti_dir), *LANGS,
-                 "--out", str(out), *flags])
+    code = main(["run", *quick, "--quiet", "--no-ablations", "--lr-factors", "1", "--no-ngram-teacher",
+                 "--data-dir", str(afrisenti_dir), *LANGS, "--out", str(out), *flags])
     assert code == 0
     return out, json.loads((out / "results.json").read_text())
 

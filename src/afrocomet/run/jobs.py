@@ -85,13 +85,17 @@ def _workers(jobs: int, threads: int):
 
     start = (threads, logging.getLogger("afrocomet").getEffectiveLevel(), quiet.cli_state())
     pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_start_worker, initargs=start)
+    for _ in range(jobs):  # the pool starts a worker per task waiting for one: all of them, now
+        pool.submit(int)
+    # the pool never replaces a worker (a dead one breaks it), so these are all there will be; stopped
+    # below ourselves, as Python < 3.14 has no terminate_workers() and a broken pool forgets its own
+    processes = list(pool._processes.values())
     try:
         yield pool
     except BrokenProcessPool as e:
         raise AfroCometError("a process training student rows side by side died (killed, or out of memory?); "
                              "finished stages are kept: --resume continues, --jobs 1 trains one row at a time") from e
     finally:
-        processes = list(getattr(pool, "_processes", {}).values())  # Python < 3.14 has no terminate_workers()
         pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             process.terminate()
