@@ -171,3 +171,18 @@ def test_each_language_gets_the_w_of_its_best_dev_score_ties_to_the_larger():
 
     assert choose_weight({"0": 0.60, "0.3": 0.66, "0.5": 0.64, "1": 0.55}) == 0.3
     assert choose_weight({"0": 0.60, "0.3": 0.66, "0.5": 0.66, "1": 0.55}) == 0.5  # a tie: nearer the transformer
+
+
+def test_the_languages_fit_in_two_processes_as_in_one():
+    from afrocomet.run.ngram_teacher import fit_languages
+
+    splits = {}
+    for lang, (n, seed) in {"small": (120, 1), "large": (300, 2), "mid": (200, 3)}.items():
+        texts, labels = random_label_texts(n, seed)
+        splits[lang] = {"train": (texts, labels), "dev": (texts[:40], labels[:40]), "test": (texts[40:80], labels[40:80])}
+    one, two = fit_languages(splits, 3, 0, jobs=1), fit_languages(splits, 3, 0, jobs=2)
+    assert list(two) == list(splits)  # the languages' order, whatever order they were fit in
+    for lang in splits:
+        assert two[lang]["selection"] == one[lang]["selection"] and two[lang]["oof_f1"] == one[lang]["oof_f1"]
+        for split in ("train", "dev", "test"):
+            np.testing.assert_array_equal(two[lang][split], one[lang][split])

@@ -19,6 +19,12 @@ def predict_encoded(model: nn.Module, data: Encoded, pad_id: int, device, batch_
     return predict_ids(model, data.ids, pad_id, batch_size=batch_size, device=device)
 
 
+def dev_logits(model: nn.Module, dev: dict[str, Encoded], pad_id: int, device) -> dict[str, np.ndarray]:
+    """Each language's dev logits, in one pass: for what reads them after the teacher's fine-tuning (the
+    majority check, the combined teacher's w), at ~17 s a pass of the default teacher on 2 cores."""
+    return {lang: predict_encoded(model, data, pad_id, device) for lang, data in dev.items()}
+
+
 def dev_f1(dev: dict[str, Encoded], pad_id: int, device) -> Callable[[nn.Module], float]:
     """Dev score for task stages: weighted F1 averaged over languages."""
     from sklearn.metrics import f1_score

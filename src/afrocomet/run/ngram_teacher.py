@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from torch import nn
 
 from afrocomet.errors import InternalError
 from afrocomet.run.context import Context
@@ -87,18 +86,18 @@ def task_temperature(ctx: Context) -> float:
     return 1.0 if stage is None else float(stage.temperature)
 
 
-def fit_ngram_teacher(ctx: Context, teacher: nn.Module) -> NgramTeacher:
+def fit_ngram_teacher(ctx: Context, dev_logits: dict[str, np.ndarray]) -> NgramTeacher:
     """Per language: the n-gram model with C chosen on dev, its dev/test probabilities and out-of-fold
-    training probabilities; then that language's w chosen on dev against the transformer's dev logits."""
+    training probabilities; then that language's w chosen on dev against the transformer's dev logits
+    (`run.dev.dev_logits` of the fine-tuned teacher)."""
     t0, seed, classes = time.perf_counter(), ctx.config.seed, len(ctx.data.labels)
     splits = {lang: {split: (ds.texts(split), ds.label_ids(split)) for split in ("train", "dev", "test")}
               for lang, ds in ctx.data.datasets.items()}
-    fits = [fit_language(s, classes, seed) for s in splits.values()]
-    per = dict(zip(splits, fits))
+    per = fit_languages(splits, classes, seed, ngram_jobs(ctx, len(splits)))
     combined = NgramTeacher({lang: 1.0 for lang in per}, task_temperature(ctx),
                             *({lang: f[k] for lang, f in per.items()} for k in ("train", "dev", "test", "selection")),
                             out_of_fold={lang: f["oof_f1"] for lang, f in per.items()})
-    combined.weight_search = weight_scores(ctx, teacher, combined)
+    combined.weight_search = weight_scores(ctx, dev_logits, combined)
     combined.weights = {lang: choose_weight(scores) for lang, scores in combined.weight_search.items()}
     combined.seconds = time.perf_counter() - t0
     log.info("combined teacher: w of the transformer chosen on dev per language (%s); n-gram C %s; %.1fs",
@@ -111,6 +110,33 @@ def fit_ngram_teacher(ctx: Context, teacher: nn.Module) -> NgramTeacher:
 def choose_weight(scores: dict[str, float]) -> float:
     """The w of the best dev score (`scores`: "w" -> dev weighted F1); ties go to the larger w."""
     return float(max(scores, key=lambda w: (scores[w], float(w))))
+
+
+def ngram_jobs(ctx: Context, languages: int) -> int:
+    """Processes for the languages' n-gram fits, as for the student rows (`run.jobs.choose_jobs`): config.jobs,
+    else one per CPU thread (torch's, at most the cores this process may use), at most the languages; 1
+    under `--num-processes` (each process fits them). Each fit runs on one thread (SAGA)."""
+    from afrocomet.device import available_cores
+    from afrocomet.distill.parallel import processes
+
+    if processes().world > 1:
+        return 1
+    jobs = ctx.config.jobs or min(torch.get_num_threads(), available_cores())
+    return max(1, min(jobs, languages))
+
+
+def fit_languages(splits: dict[str, dict], classes: int, seed: int, jobs: int) -> dict[str, dict]:
+    """`fit_language` for each language, `jobs` at a time in joblib's worker processes (largest first:
+    on 2 cores the five AfriSenti languages' fits take about half as long). Each result is what one
+    process gives: a fit is a function of its language's texts, labels and the seed alone."""
+    if jobs <= 1:
+        return {lang: fit_language(s, classes, seed) for lang, s in splits.items()}
+    from joblib import Parallel, delayed
+
+    order = sorted(splits, key=lambda lang: -len(splits[lang]["train"][0]))
+    fits = Parallel(n_jobs=jobs)(delayed(fit_language)(splits[lang], classes, seed) for lang in order)
+    per = dict(zip(order, fits))
+    return {lang: per[lang] for lang in splits}
 
 
 def fit_language(splits: dict[str, tuple[list[str], list[int]]], classes: int, seed: int) -> dict:
@@ -128,13 +154,10 @@ def fit_language(splits: dict[str, tuple[list[str], list[int]]], classes: int, s
             "oof_f1": float(f1_score(y, train.argmax(-1), average="weighted", zero_division=0.0))}
 
 
-def weight_scores(ctx: Context, teacher: nn.Module, combined: NgramTeacher) -> dict[str, dict[str, float]]:
-    """{language: {w: dev weighted F1 of the mixture's argmax}} over W_GRID."""
+def weight_scores(ctx: Context, logits: dict[str, np.ndarray], combined: NgramTeacher) -> dict[str, dict[str, float]]:
+    """{language: {w: dev weighted F1 of the mixture's argmax}} over W_GRID, from the transformer's dev logits."""
     from sklearn.metrics import f1_score
 
-    from afrocomet.run.dev import predict_encoded
-
-    logits = {lang: predict_encoded(teacher, data, ctx.pad_id, ctx.device) for lang, data in ctx.data.dev.items()}
     return {lang: {f"{w:g}": float(f1_score(ctx.data.dev[lang].labels, combined.mix(z, lang, "dev", w).argmax(-1),
                                             average="weighted", zero_division=0.0)) for w in W_GRID}
             for lang, z in logits.items()}

@@ -209,20 +209,22 @@ def save_hf_model(model: nn.Module, tokenizer, out_dir: Path) -> Path:
     return out_dir
 
 
-def check_teacher(ctx: Context, teacher: nn.Module) -> dict:
+def check_teacher(ctx: Context, teacher: nn.Module, dev_logits: dict | None = None) -> dict:
     """The teacher's dev weighted F1 against the majority baseline's (per language and averaged over
-    languages); a teacher no better than the majority says so loudly (one warning line)."""
+    languages); a teacher no better than the majority says so loudly (one warning line). `dev_logits`:
+    `run.dev.dev_logits` of the teacher, if already computed."""
     import numpy as np
     from sklearn.metrics import f1_score
 
     from afrocomet.evaluate import majority_baseline
     from afrocomet.quiet import warn
-    from afrocomet.run.dev import predict_encoded
+    from afrocomet.run.dev import dev_logits as logits_of
 
+    logits = dev_logits if dev_logits is not None else logits_of(teacher, ctx.data.dev, ctx.pad_id, ctx.device)
     per = {}
     for lang, data in ctx.data.dev.items():
         gold = list(data.labels)
-        pred = predict_encoded(teacher, data, ctx.pad_id, ctx.device).argmax(-1)
+        pred = logits[lang].argmax(-1)
         majority = majority_baseline(ctx.data.datasets[lang].label_ids("train"), len(gold))
         per[lang] = {"teacher": float(f1_score(gold, pred, average="weighted")),
                      "majority": float(f1_score(gold, majority, average="weighted"))}
