@@ -4,6 +4,7 @@ the threads gives exactly what one job gives at that thread count, and says whic
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -20,8 +21,9 @@ TIMES = ("seconds", "elapsed", "time", "wall", "steps_per_second")
 
 @pytest.fixture(scope="module")
 def rows_config(afrisenti_dir, tmp_path_factory) -> Path:
-    """Tiny saved teacher and student, swa only; four student rows (hybrid, paper, KD only, labels only)."""
-    rows = {"train": 300, "dev": 90, "test": 60}
+    """Tiny saved teacher and student, swa only; four student rows (hybrid, paper, KD only, labels only);
+    few enough training rows that stage 2 reads an epoch (so it reads a teacher-output cache)."""
+    rows = {"train": 90, "dev": 90, "test": 60}
     return tiny_swa_run_config(tmp_path_factory.mktemp("jobs"), afrisenti_dir, rows, STAGE, {"lr_factors": [1, 3]})
 
 
@@ -52,11 +54,13 @@ def light_outputs(monkeypatch):
                         functools.partial(afrocomet.run.efficiency.measure_efficiency, n_texts=8))
 
 
-def test_rows_side_by_side_match_one_job(rows_config, tmp_path, light_outputs, capfd):
+def test_rows_side_by_side_match_one_job(rows_config, tmp_path, light_outputs, capfd, caplog, monkeypatch):
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["run", "--config", str(rows_config), "--quiet", "--out", str(one), "--threads", "1",
                  "--jobs", "1"]) == 0
     capfd.readouterr()
+    monkeypatch.setenv("AFROCOMET_CACHE", str(tmp_path / "cache"))  # no teacher-output cache yet
+    caplog.set_level(logging.INFO, logger="afrocomet")  # every process's info lines (to stderr), as from the command
     # two rows at a time on one thread each (as asked, though the run has one thread: the same threads per row)
     assert main(["run", "--config", str(rows_config), "--out", str(two), "--threads", "1", "--jobs", "2"]) == 0
     stderr = capfd.readouterr().err  # the workers write to the same stderr
@@ -75,6 +79,9 @@ def test_rows_side_by_side_match_one_job(rows_config, tmp_path, light_outputs, c
     assert "student_kd_only: stage2: " in stderr and "student_no_distill: stage2: " in stderr
     assert "student_paper: stage2: " in stderr and "student_paper: stage1: " not in stderr  # loaded
     assert len(re.findall(r"(?m)^\d\d:\d\d:\d\d stage1: ", stderr)) == 1  # the hybrid's, in this process
+    # the teacher-output cache the rows read: built once, here (not by each worker at once), then read
+    assert len(re.findall(r"(?m)^\d\d:\d\d:\d\d teacher cache: built ", stderr)) == 1, stderr[-3000:]
+    assert stderr.count("teacher cache: built") == 1 and "student_kd_only: teacher cache: reusing" in stderr
     assert "Traceback" not in stderr and "Warning" not in stderr, stderr[-3000:]
 
 
@@ -95,3 +102,20 @@ def test_a_failing_row_stops_the_others_and_is_raised_here():
     with pytest.raises(AfroCometError, match="died .* --resume continues"), _workers(jobs=2, threads=1) as pool:
         pool.submit(os._exit, 9).result()  # as the kernel's OOM killer would end it
     assert not multiprocessing.active_children()
+
+
+def test_the_workers_are_stopped_without_a_word_when_the_run_started_as_the_command(tmp_path):
+    """A spawned worker re-imports the main module; started as `afrocomet`, that installs the command's
+    signal handlers, and each worker said "afrocomet: terminated" when the run stopped it."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "afrocomet"  # named as the command (afrocomet.cli installs its handlers for it)
+    script.write_text("import afrocomet.cli\n"
+                      "if __name__ == '__main__':\n"
+                      "    from afrocomet.run.jobs import _workers\n"
+                      "    with _workers(jobs=2, threads=1) as pool:\n"
+                      "        assert pool.submit(sum, [1, 2]).result() == 3\n"
+                      "    print('done')\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "done\n", "")

@@ -78,6 +78,15 @@ def _teacher_cache(cfg: StageConfig, student: nn.Module, teacher: nn.Module, tra
                          batch_size=max(64, cfg.batch_size))
 
 
+def prepare_teacher_cache(cfg: StageConfig, student: nn.Module, teacher: nn.Module, train: Encoded, tokenizer,
+                          device: torch.device | str) -> None:
+    """Build, ahead of training, the teacher-output cache stage `cfg` would read (where one applies and
+    the stage reads an epoch): run.jobs builds it once at the run's threads before rows that read it
+    train side by side (each would otherwise build it, at once, on its share of the threads)."""
+    if HybridLoss(cfg, student, teacher).uses_teacher and reads_an_epoch(cfg, len(train)):
+        _teacher_cache(cfg, student, teacher, train, tokenizer, torch.device(device), build=True)
+
+
 def _frozen_prefix(cfg: StageConfig, model: nn.Module, train: Encoded, tokenizer, loss_fn: HybridLoss,
                    device: torch.device, build: bool):
     """The frozen-prefix cache (distill/frozen_prefix.py) of `model` for this stage where it applies:

@@ -119,9 +119,17 @@ _WORKER_OUTPUT = contextlib.ExitStack()  # held for the worker's life (a dropped
 
 
 def _start_worker(threads: int, level: int, cli: tuple[bool, bool]) -> None:
-    """A worker's set-up: its threads, and afrocomet's log lines and warnings as in the parent."""
+    """A worker's set-up: its threads, afrocomet's log lines and warnings as in the parent, and the signals
+    left to the run: the run stops its workers (SIGTERM) when it is done or stopped, and a Ctrl-C reaches
+    the whole process group; the run alone says so. (Started as the `afrocomet` command, a spawned worker
+    imports the command's module, which installs the command's handlers: each worker then said
+    "afrocomet: terminated" when the run ended.)"""
+    import signal
+
     from afrocomet import quiet
 
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     active, verbose = cli
     if active:  # the worker's life: the CLI's routing of warnings and library noise

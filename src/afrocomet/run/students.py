@@ -105,9 +105,13 @@ def train_student(ctx: Context, teacher_mlm, teacher_cls, tag: str, variant: Var
         teacher = teacher_cls if _uses_teacher(stage) else None
         if stage.kind == "distill-task" and ctx.alpha is None and _searches_alpha(ctx):
             choose_alpha(ctx, stage, student, teacher, seed)
-        if shared_only:
-            return None
         stage = converged(stage, StepPlan.of(stage, len(ctx.data.train)).total_steps)
+        if shared_only:  # the teacher-output cache the rows' stage 2 read (the alpha search may have built it)
+            if teacher is not None and stage.kind == "distill-task":
+                from afrocomet.distill.trainer import prepare_teacher_cache
+
+                prepare_teacher_cache(stage, student, teacher, ctx.data.train, ctx.data.tokenizer, ctx.device)
+            return None
         stage = replace(stage, lr=choose_lr(ctx, stage, student, teacher, tag, seed))
         ctx.train(stage, student, teacher=teacher, tag=tag, seed=seed)
     if shared_only:
