@@ -93,11 +93,16 @@ def test_pretrained_budgets_suit_a_pretrained_teacher_and_the_built_in_default_i
         assert config.data.max_length == 64
     quick = default_config(quick=True, teacher="some/folder")
     assert quick.model.freeze_teacher_layers == 6 and all(s.max_steps and s.max_steps <= 80 for s in quick.stages)
-    # the built-in default and its --quick variant: the same budgets as before this change
+    # the built-in default (budgets chosen on dev to fit 15 minutes: budgets.default_stages)
     builtin = default_config()
     assert [(s.kind, s.max_steps, s.epochs, s.batch_size, s.lr) for s in builtin.stages] == [
-        ("teacher-pretrain", 300, 1.0, 64, 5e-4), ("teacher-finetune", 1200, 2.5, 32, 3e-4),
+        ("teacher-pretrain", 100, 1.0, 64, 5e-4), ("teacher-finetune", 800, 2.5, 32, 3e-4),
         ("distill-mlm", 150, 1.0, 64, 1e-3), ("distill-task", None, 1.0, 32, 1e-3)]
+    assert builtin.data.alpha_candidates == [] and builtin.data.sampling_alpha == 0.5
+    assert builtin.lr_factors == [1.0, 3.0]
+    # a pretrained teacher and a config of one's own keep the searches
+    assert default_config(teacher="some/folder").lr_factors == [1 / 3, 1.0, 3.0]
+    assert default_config(teacher="some/folder").data.alpha_candidates == [0.3, 0.5, 1.0]
     assert builtin.data.max_length == 128 and builtin.data.normalize == "none"
     assert not builtin.model.trim_vocab and not builtin.model.freeze_teacher_embeddings
     assert builtin.model.freeze_teacher_layers == 0

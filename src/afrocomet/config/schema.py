@@ -70,7 +70,8 @@ class DataConfig:
     # choose alpha on dev: a short stage-2 run of the hybrid student per candidate, the best dev score
     # wins ([] = no search: sampling_alpha is used). 0.3 is XLM-R's, 1.0 samples in proportion to size.
     alpha_candidates: list[float] = field(default_factory=lambda: [0.3, 0.5, 1.0], metadata={
-        "help": "Choose alpha on dev among these (default 0.3,0.5,1.0; '' = no search)."})
+        "help": "Choose alpha on dev among these (default 0.3,0.5,1.0; the built-in demo: none, 0.5; "
+                "'' = no search)."})
     probe_steps: int = 400  # optimiser steps of each probe on dev: a sampling-alpha candidate, an lr candidate
     per_language: bool = field(default=False, metadata={
         "help": "One student per language instead of one multilingual student."})
@@ -217,7 +218,7 @@ class RunConfig:
     # probe each (data.probe_steps at most); [] or [1] = no search: the stage's lr as it is, for every row
     lr_factors: list[float] = field(default_factory=lambda: [1 / 3, 1.0, 3.0], metadata={
         "help": "Choose each student's stage-2 lr on dev among these multiples of the stage's lr "
-                "(default a third, 1 and 3; '' = no search)."})
+                "(default a third, 1 and 3; the built-in demo: 1 and 3; '' = no search)."})
     # student rows trained side by side in worker processes (run/jobs.py), each on threads // jobs
     # threads; a row's results depend on its thread count as ever. None: one per CPU thread (at most the
     # cores and the rows), 1 on a GPU
