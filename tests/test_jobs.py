@@ -119,3 +119,20 @@ def test_the_workers_are_stopped_without_a_word_when_the_run_started_as_the_comm
                       "    print('done')\n")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert (out.returncode, out.stdout, out.stderr) == (0, "done\n", "")
+
+
+def test_rows_that_train_their_own_stage1_against_the_teacher_go_first():
+    from types import SimpleNamespace
+
+    from afrocomet.config import StageConfig
+    from afrocomet.run.jobs import Row, longest_first
+    from afrocomet.run.students import PAPER, VARIANTS
+
+    ctx = SimpleNamespace(config=SimpleNamespace(stages=[StageConfig(name="stage1", kind="distill-mlm"),
+                                                         StageConfig(name="stage2", kind="distill-task")]))
+    hybrid, kd_only, no_distill = (Row(ctx, v.tag, v, 0) for v in VARIANTS)
+    paper = Row(ctx, PAPER.tag, PAPER, 0)
+    seed1 = Row(ctx, "[seed1]", VARIANTS[0], 1)  # the hybrid's stage 1 of another seed: trained first, here
+    order = longest_first([hybrid, paper, kd_only, no_distill, seed1], shared={""})
+    assert [(r.variant.system, r.seed) for r in order] == [
+        ("student_kd_only", 0), ("student", 0), ("student_paper", 0), ("student_no_distill", 0), ("student", 1)]

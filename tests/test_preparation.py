@@ -164,3 +164,21 @@ def test_coverage_without_normalisation_only_measures(tokenizer):
     same, report = coverage(tokenizer, {"yor": ["\u01f9 kan"], "hau": ["nana"]})
     assert same is tokenizer and report["normalize"] == "none" and "rules" not in report
     assert report["per_language"]["hau"]["unk_rate"] == 0.0 and report["per_language"]["yor"]["unk"] == 1
+
+
+def test_dev_logits_are_read_back_while_the_weights_and_dev_sets_are_the_same():
+    """The fine-tuned teacher's last dev evaluation (its best, kept) is what the majority check and the
+    choice of w read next: not another pass, unless a weight or a dev example changed."""
+    from afrocomet.run.dev import dev_f1, dev_logits
+
+    model, ctx = _bert(), _ctx(dev_labels=[0, 1, 2, 1], train_labels=[0, 1])
+    dev_f1(ctx.data.dev, 1, "cpu")(model)  # what the training loop's dev evaluation computes
+    first = dev_logits(model, ctx.data.dev, 1, "cpu")
+    assert dev_logits(_bert(), {"hau": Encoded(**vars(ctx.data.dev["hau"]))}, 1, "cpu") is first  # equal inputs
+    with torch.no_grad():
+        model.classifier.bias[0] += 1.0
+    changed = dev_logits(model, ctx.data.dev, 1, "cpu")
+    assert changed is not first and (changed["hau"][:, 0] - first["hau"][:, 0] > 0.99).all()
+    other_dev = {"hau": Encoded(ids=[[0, 7, 2]] * 4, labels=[0, 1, 2, 1], groups=["hau"] * 4)}
+    assert dev_logits(model, other_dev, 1, "cpu")["hau"].shape == (4, 3)
+    assert dev_logits(model, ctx.data.dev, 1, "cpu") is not changed  # recomputed: only the latest is kept
