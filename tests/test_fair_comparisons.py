@@ -20,10 +20,12 @@ def _evaluations(stage, n: int = N_TRAIN) -> int:
 
 
 def test_default_task_stages_evaluate_often_enough():
-    """Every default stage that keeps a best-on-dev state evaluates at least 3 times, and stage 2
-    more often than its patience, so that a stop can happen before the last step."""
+    """Every default stage that keeps a best-on-dev state evaluates at least 3 times (the teacher's
+    fine-tuning twice: each of its evaluations is ~17 s of a 15-minute run; its best may still be
+    before the last step), and stage 2 more often than its patience, so that a stop can happen before
+    the last step."""
     stages = {s.name: s for s in default_stages()}
-    assert _evaluations(stages["teacher-finetune"]) >= 3
+    assert _evaluations(stages["teacher-finetune"]) >= 2
     assert _evaluations(stages["stage1"]) >= 3
     stage2 = stages["stage2"]
     assert _evaluations(stage2) >= 4 and _evaluations(stage2) > stage2.patience + 1

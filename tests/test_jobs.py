@@ -92,14 +92,14 @@ def test_a_failing_row_stops_the_others_and_is_raised_here():
     import os
 
     from afrocomet.errors import AfroCometError
-    from afrocomet.run.jobs import Row, _train_row, _workers
+    from afrocomet.run.jobs import Row, _train_row, workers
     from afrocomet.run.students import VARIANTS
 
     broken = [Row(None, "", VARIANTS[0], 0), Row(None, "[kd_only]", VARIANTS[1], 0)]  # no context to train in
-    with pytest.raises(AttributeError), _workers(jobs=2, threads=1) as pool:
+    with pytest.raises(AttributeError), workers(jobs=2, threads=1) as pool:
         for future in [pool.submit(_train_row, row, None, None) for row in broken]:
             future.result()
-    with pytest.raises(AfroCometError, match="died .* --resume continues"), _workers(jobs=2, threads=1) as pool:
+    with pytest.raises(AfroCometError, match="died .* --resume continues"), workers(jobs=2, threads=1) as pool:
         pool.submit(os._exit, 9).result()  # as the kernel's OOM killer would end it
     assert not multiprocessing.active_children()
 
@@ -113,9 +113,11 @@ def test_the_workers_are_stopped_without_a_word_when_the_run_started_as_the_comm
     script = tmp_path / "afrocomet"  # named as the command (afrocomet.cli installs its handlers for it)
     script.write_text("import afrocomet.cli\n"
                       "if __name__ == '__main__':\n"
-                      "    from afrocomet.run.jobs import _workers\n"
-                      "    with _workers(jobs=2, threads=1) as pool:\n"
+                      "    from afrocomet.run.jobs import workers\n"
+                      "    with workers(jobs=2, threads=1) as pool:\n"
                       "        assert pool.submit(sum, [1, 2]).result() == 3\n"
+                      "    with workers(jobs=2, threads=1) as pool:\n"
+                      "        pass  # stopped while they start\n"
                       "    print('done')\n")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert (out.returncode, out.stdout, out.stderr) == (0, "done\n", "")

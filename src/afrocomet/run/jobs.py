@@ -63,12 +63,12 @@ def train_side_by_side(rows: list[Row], teacher_mlm: nn.Module | None, teacher: 
     threads = max(1, torch.get_num_threads() // jobs)
     shared = {v.stage1_from for _, _, v, _ in rows if v.stage1_from is not None}
     log.info("students: %d rows side by side in %d processes, %d thread(s) each", len(rows), jobs, threads)
-    with _workers(jobs, threads) as pool:  # they start (their imports) while the shared part trains
+    with workers(jobs, threads) as pool:  # they start (their imports) while the shared part trains
         for i, row in enumerate(rows):  # at the run's threads (the teacher-output caches are built here);
             if i == 0 or row.variant.tag in shared:  # the first row makes the alpha search
                 train_student(row.ctx, teacher_mlm, teacher, row.tag, row.variant, row.seed, shared_only=True)
         for future in [pool.submit(_train_row, row, teacher_mlm, teacher) for row in longest_first(rows, shared)]:
-            future.result()  # the first failure is raised here, and leaving `_workers` stops the others
+            future.result()  # the first failure is raised here, and leaving `workers` stops the others
     return {"jobs": jobs, "threads_each": threads, "rows": len(rows)}
 
 
@@ -87,11 +87,17 @@ def longest_first(rows: list[Row], shared: set[str]) -> list[Row]:
     return [row for row, f in zip(rows, first) if f] + [row for row, f in zip(rows, first) if not f]
 
 
+ROWS_DIED = ("a process training student rows side by side died (killed, or out of memory?); finished stages "
+             "are kept: --resume continues, --jobs 1 trains one row at a time")
+
+
 @contextlib.contextmanager
-def _workers(jobs: int, threads: int):
+def workers(jobs: int, threads: int, died: str = ROWS_DIED):
     """`jobs` spawned workers (torch's pickling: tensors go through shared memory, not copied), stopped
     on the way out whatever happened (a failure, Ctrl-C, SIGTERM: the rows' checkpoints stay). A worker
-    that dies (killed, out of memory) is an AfroCometError, not a wait for an answer that never comes."""
+    that dies (killed, out of memory) is an AfroCometError saying `died`, not a wait for an answer that
+    never comes. Stopped with SIGKILL: a worker still starting may not have set its signals yet
+    (`_start_worker`), and the command's handler would print a line for it; every write is atomic."""
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
@@ -109,12 +115,11 @@ def _workers(jobs: int, threads: int):
     try:
         yield pool
     except BrokenProcessPool as e:
-        raise AfroCometError("a process training student rows side by side died (killed, or out of memory?); "
-                             "finished stages are kept: --resume continues, --jobs 1 trains one row at a time") from e
+        raise AfroCometError(died) from e
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
-            process.terminate()
+            process.kill()
         for process in processes:
             process.join()
 
@@ -136,10 +141,9 @@ _WORKER_OUTPUT = contextlib.ExitStack()  # held for the worker's life (a dropped
 
 def _start_worker(threads: int, level: int, cli: tuple[bool, bool]) -> None:
     """A worker's set-up: its threads, afrocomet's log lines and warnings as in the parent, and the signals
-    left to the run: the run stops its workers (SIGTERM) when it is done or stopped, and a Ctrl-C reaches
-    the whole process group; the run alone says so. (Started as the `afrocomet` command, a spawned worker
-    imports the command's module, which installs the command's handlers: each worker then said
-    "afrocomet: terminated" when the run ended.)"""
+    left to the run: a Ctrl-C or a SIGTERM to the process group reaches every worker, and the run alone
+    says so (and then stops them). Started as the `afrocomet` command, a spawned worker imports the
+    command's module, which installs the command's handlers: each worker would say it too."""
     import signal
 
     from afrocomet import quiet
