@@ -172,7 +172,7 @@ def test_dev_logits_are_read_back_while_the_weights_and_dev_sets_are_the_same():
     from afrocomet.run.dev import dev_f1, dev_logits
 
     model, ctx = _bert(), _ctx(dev_labels=[0, 1, 2, 1], train_labels=[0, 1])
-    dev_f1(ctx.data.dev, 1, "cpu")(model)  # what the training loop's dev evaluation computes
+    dev_f1(ctx.data.dev, 1, "cpu", keep=True)(model)  # the teacher-finetune stage's dev evaluation
     first = dev_logits(model, ctx.data.dev, 1, "cpu")
     assert dev_logits(_bert(), {"hau": Encoded(**vars(ctx.data.dev["hau"]))}, 1, "cpu") is first  # equal inputs
     with torch.no_grad():

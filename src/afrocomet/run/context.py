@@ -82,7 +82,7 @@ class Context:
         task = stage.task
         data = self.data.unlabelled if task == "mlm" else self.data.train
         evaluate = dev_mlm(self.data.dev, self.data.tokenizer, self.device) if task == "mlm" else \
-            dev_f1(self.data.dev, self.pad_id, self.device)
+            dev_f1(self.data.dev, self.pad_id, self.device, keep=stage.kind == "teacher-finetune")
         alpha = (self.sampling_alpha if alpha is None else alpha) if task == "classification" else None
         t0 = time.perf_counter()
         log.info("stage %s (%s) starts", name, stage.kind)
