@@ -83,7 +83,7 @@ def prepare_teacher_cache(cfg: StageConfig, student: nn.Module, teacher: nn.Modu
     """Build, ahead of training, the teacher-output cache stage `cfg` would read (where one applies and
     the stage reads an epoch): run.jobs builds it once at the run's threads before rows that read it
     train side by side (each would otherwise build it, at once, on its share of the threads)."""
-    if HybridLoss(cfg, student, teacher).uses_teacher and reads_an_epoch(cfg, len(train)):
+    if cfg.reads_teacher and reads_an_epoch(cfg, len(train)):
         _teacher_cache(cfg, student, teacher, train, tokenizer, torch.device(device), build=True)
 
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from afrocomet.config import RunConfig, validate
 from afrocomet.run.context import Context
-from afrocomet.run.dev import dev_logits as logits_of
+from afrocomet.run.dev import dev_logits
 from afrocomet.run.efficiency import measure_efficiency
 from afrocomet.run.estimate import estimate_run
 from afrocomet.run.jobs import Row, choose_jobs, train_side_by_side
@@ -75,10 +75,9 @@ def run(config: RunConfig, *, overwrite: bool = False, progress: bool = True, re
         ctx.config, ctx.teacher_notes = replace(config, stages=teachers.stages), teachers.notes
         before_finetune(ctx, teachers.mlm, teachers.cls)  # trimming (model.trim_vocab) and the frozen parts
         teacher_mlm, teacher = finetune_teacher(ctx, teachers)
-        dev_logits = logits_of(teacher, ctx.data.dev, ctx.pad_id, ctx.device)  # read by both below
-        ctx.preparation["teacher_dev"] = check_teacher(ctx, teacher, dev_logits)
+        ctx.preparation["teacher_dev"] = check_teacher(ctx, teacher)
         if combines_teachers(config):
-            ctx.ngram = fit_ngram_teacher(ctx, dev_logits)
+            ctx.ngram = fit_ngram_teacher(ctx, dev_logits(teacher, ctx.data.dev, ctx.pad_id, ctx.device))
             ctx.data = with_soft_labels(ctx.data, ctx.ngram)
         seeds = [config.seed + i for i in range(config.seeds)]
         models = train_students(ctx, teacher_mlm, teacher, seeds)

@@ -209,18 +209,18 @@ def save_hf_model(model: nn.Module, tokenizer, out_dir: Path) -> Path:
     return out_dir
 
 
-def check_teacher(ctx: Context, teacher: nn.Module, dev_logits: dict | None = None) -> dict:
+def check_teacher(ctx: Context, teacher: nn.Module) -> dict:
     """The teacher's dev weighted F1 against the majority baseline's (per language and averaged over
-    languages); a teacher no better than the majority says so loudly (one warning line). `dev_logits`:
-    `run.dev.dev_logits` of the teacher, if already computed."""
+    languages); a teacher no better than the majority says so loudly (one warning line). Its dev logits
+    come through `run.dev.dev_logits` (those of its fine-tuning's last evaluation when that was its best)."""
     import numpy as np
     from sklearn.metrics import f1_score
 
     from afrocomet.evaluate import majority_baseline
     from afrocomet.quiet import warn
-    from afrocomet.run.dev import dev_logits as logits_of
+    from afrocomet.run.dev import dev_logits
 
-    logits = dev_logits if dev_logits is not None else logits_of(teacher, ctx.data.dev, ctx.pad_id, ctx.device)
+    logits = dev_logits(teacher, ctx.data.dev, ctx.pad_id, ctx.device)
     per = {}
     for lang, data in ctx.data.dev.items():
         gold = list(data.labels)
