@@ -117,9 +117,15 @@ def workers(jobs: int, threads: int, died: str = ROWS_DIED):
     except BrokenProcessPool as e:
         raise AfroCometError(died) from e
     finally:
+        manager = pool._executor_manager_thread  # shutdown forgets it
         pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             process.kill()
+        # the pool's thread reaps the workers too (a broken pool joins them): waiting for it first, as two
+        # threads waiting on one process race (the loser's join returns early, and the dead worker stays
+        # listed as running)
+        if manager is not None:
+            manager.join(timeout=30)
         for process in processes:
             process.join()
 
