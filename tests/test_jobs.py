@@ -106,17 +106,29 @@ def test_a_failing_row_stops_the_others_and_is_raised_here():
 
 def test_the_workers_are_stopped_without_a_word_when_the_run_started_as_the_command(tmp_path):
     """A spawned worker re-imports the main module; started as `afrocomet`, that installs the command's
-    signal handlers, and each worker said "afrocomet: terminated" when the run stopped it."""
+    signal handlers, and each worker said "afrocomet: terminated" when the run stopped it. A worker that
+    had shown a progress bar (tqdm's multiprocessing lock, a named semaphore) left the resource tracker to
+    warn of a leaked semaphore at exit (the default run ended so)."""
     import subprocess
     import sys
 
     script = tmp_path / "afrocomet"  # named as the command (afrocomet.cli installs its handlers for it)
     script.write_text("import afrocomet.cli\n"
+                      "def bar(n):\n"
+                      "    from tqdm import tqdm\n"
+                      "    return sum(tqdm(range(n), disable=True))\n"
                       "if __name__ == '__main__':\n"
                       "    from afrocomet.run.jobs import workers\n"
-                      "    with workers(jobs=2, threads=1) as pool:  # stopped as soon as one has answered:\n"
-                      "        assert pool.submit(sum, [1, 2]).result() == 3  # the other may still be starting\n"
-                      "    print('done')\n")
+                      "    with workers(jobs=2, threads=1) as pool:  # the other may still be starting here\n"
+                      "        assert pool.submit(sum, [1, 2]).result() == 3\n"
+                      "    with workers(jobs=2, threads=1) as pool:  # a normal end after progress bars\n"
+                      "        assert [f.result() for f in [pool.submit(bar, 3) for _ in range(4)]] == [3] * 4\n"
+                      "    try:\n"
+                      "        with workers(jobs=2, threads=1) as pool:  # stopped by a failure: killed\n"
+                      "            assert [f.result() for f in [pool.submit(bar, 3) for _ in range(4)]] == [3] * 4\n"
+                      "            raise ValueError\n"
+                      "    except ValueError:\n"
+                      "        print('done')\n")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert (out.returncode, out.stdout, out.stderr) == (0, "done\n", "")
 

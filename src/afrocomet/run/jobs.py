@@ -96,8 +96,9 @@ def workers(jobs: int, threads: int, died: str = ROWS_DIED):
     """`jobs` spawned workers (torch's pickling: tensors go through shared memory, not copied), stopped
     on the way out whatever happened (a failure, Ctrl-C, SIGTERM: the rows' checkpoints stay). A worker
     that dies (killed, out of memory) is an AfroCometError saying `died`, not a wait for an answer that
-    never comes. Stopped with SIGKILL: a worker still starting may not have set its signals yet
-    (`_start_worker`), and the command's handler would print a line for it; every write is atomic."""
+    never comes. A normal end lets the workers finish and leave; any other stops them with SIGKILL: a
+    worker still starting may not have set its signals yet (`_start_worker`), and the command's handler
+    would print a line for it; every write is atomic."""
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
@@ -114,6 +115,9 @@ def workers(jobs: int, threads: int, died: str = ROWS_DIED):
     processes = list(pool._processes.values())
     try:
         yield pool
+        # a normal end: each worker leaves as Python does, its finalizers run (a killed one leaves what it
+        # registered with the resource tracker, which then warns at exit)
+        pool.shutdown(wait=True, cancel_futures=True)
     except BrokenProcessPool as e:
         raise AfroCometError(died) from e
     finally:
@@ -151,11 +155,17 @@ def _start_worker(threads: int, level: int, cli: tuple[bool, bool]) -> None:
     says so (and then stops them). Started as the `afrocomet` command, a spawned worker imports the
     command's module, which installs the command's handlers: each worker would say it too."""
     import signal
+    import threading
+
+    from tqdm import tqdm
 
     from afrocomet import quiet
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm's lock would be a multiprocessing one (a named semaphore): a worker killed holding it leaves the
+    # resource tracker to warn of a leaked semaphore as the run exits. Each worker writes its own lines.
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(threads)
     active, verbose = cli
     if active:  # the worker's life: the CLI's routing of warnings and library noise
