@@ -7,8 +7,10 @@ server (SIGTERM: it must exit 0). Then the same server's labels on check tweets 
 `afrocomet predict` on the same tweets.
 
 Rows: the student in PyTorch fp32 and ONNX int8 (exported here unless given), each with
-micro-batching on and off; the run's teacher served the same way; with --presets, the `comet` and
-`afroxlmr-large` presets with random weights (the run's tokenizer), for the served-throughput ratio.
+micro-batching on and off, and the PyTorch student with batching on uvicorn's pure-Python HTTP parser
+and loop (h11, asyncio) beside httptools and uvloop; the run's teacher served the same way; with
+--presets, the `comet` (batching on and off) and `afroxlmr-large` presets with random weights (the run's
+tokenizer), for the served-throughput ratio.
 
     python benchmarks/serve_load.py --run runs/afrocomet                       # student and teacher of a run
     python benchmarks/serve_load.py --run runs/afrocomet --presets --readme    # + comet vs AfroXLMR-Large
@@ -197,7 +199,8 @@ def rows_to_run(args: argparse.Namespace, work: Path) -> list[tuple[str, Path, l
     rows = []
     if "student" in wanted:
         rows += [("student, pytorch fp32, batching", student, []),
-                 ("student, pytorch fp32, one at a time", student, ["--no-batching"])]
+                 ("student, pytorch fp32, one at a time", student, ["--no-batching"]),
+                 ("student, pytorch fp32, batching, h11+asyncio", student, ["--pure-python-http"])]
     if "onnx" in wanted:
         onnx = onnx_folder(student, work)
         rows += [("student, onnx int8, batching", onnx, ["--onnx-file", "model.int8.onnx"]),
@@ -206,8 +209,10 @@ def rows_to_run(args: argparse.Namespace, work: Path) -> list[tuple[str, Path, l
         rows += [("teacher, pytorch fp32, batching", teacher, []),
                  ("teacher, pytorch fp32, one at a time", teacher, ["--no-batching"])]
     if args.presets:
-        rows += [(f"{p} (random weights), batching", preset_folder(p, student, work), [])
-                 for p in ("comet", "afroxlmr-large")]
+        comet = preset_folder("comet", student, work)
+        rows += [("comet (random weights), batching", comet, []),
+                 ("comet (random weights), one at a time", comet, ["--no-batching"]),
+                 ("afroxlmr-large (random weights), batching", preset_folder("afroxlmr-large", student, work), [])]
     return rows
 
 
@@ -251,6 +256,10 @@ def ratios(rows: list[dict]) -> dict:
                                                                "student, pytorch fp32, one at a time"),
             "batching / one at a time, student onnx int8": ratio("student, onnx int8, batching",
                                                                  "student, onnx int8, one at a time"),
+            "httptools+uvloop / h11+asyncio, student pytorch, batching": ratio(
+                "student, pytorch fp32, batching", "student, pytorch fp32, batching, h11+asyncio"),
+            "batching / one at a time, comet": ratio("comet (random weights), batching",
+                                                     "comet (random weights), one at a time"),
             "student / teacher, pytorch, batching": ratio("student, pytorch fp32, batching",
                                                           "teacher, pytorch fp32, batching"),
             "comet / afroxlmr-large, batching": ratio("comet (random weights), batching",

@@ -95,7 +95,23 @@ def test_health_and_info(server):
     status, _, info = server.call("/info")
     assert status == 200 and info["labels"] == ["negative", "neutral", "positive"] and info["engine"] == "pytorch"
     assert info["threads"] == 1 and info["max_length"] >= 2 and info["limits"]["max_texts"] == 64
+    assert (info["http"], info["loop"]) == ("httptools", "uvloop")  # the serve extra's (the test extra has them)
     assert info["batching"]["on"] and info["batching"]["max_batch_texts"] == 32
+
+
+
+def test_the_pure_python_http_stack_answers_the_same(server, model_dir):
+    """--pure-python-http: h11 and asyncio (what uvicorn runs on without httptools and uvloop), said in /info;
+    the same answers, and the same errors for a bad body."""
+    texts = ["nagode sosai", "ba kyau ba", "a" * 5000]
+    pure = Server(model_dir, "--pure-python-http")
+    try:
+        info = pure.call("/info")[2]
+        assert (info["http"], info["loop"]) == ("h11", "asyncio")
+        assert pure.predict(texts)[::2] == server.predict(texts)[::2]
+        assert pure.call("/predict", b'{"texts": [')[::2] == server.call("/predict", b'{"texts": [')[::2]
+    finally:
+        assert pure.stop() == 0
 
 
 BAD = [  # (what, path, body, method, status, words in the error)

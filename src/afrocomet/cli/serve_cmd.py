@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import signal
 import socket
+import sys
 import threading
 from pathlib import Path
 
@@ -27,6 +28,16 @@ def _import_stack():
     except ImportError as exc:
         raise AfroCometError(f"afrocomet serve needs the serve extra ({exc.name} is not installed): {EXTRA}") from None
     return uvicorn
+
+
+def http_stack(pure_python: bool = False) -> dict[str, str]:
+    """uvicorn's HTTP parser and event loop: httptools and uvloop where the serve extra brought them
+    (~30% more requests a second than h11 and asyncio, benchmarks/README.md), else (or `pure_python`)
+    the pure-Python ones."""
+    from importlib.util import find_spec
+
+    return {"http": "httptools" if not pure_python and find_spec("httptools") else "h11",
+            "loop": "uvloop" if not pure_python and sys.platform != "win32" and find_spec("uvloop") else "asyncio"}
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -75,8 +86,10 @@ def bind(host: str, port: int) -> socket.socket:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads of the model (default: the free cores, from the load average).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with the model folder to run.")
+@click.option("--pure-python-http", is_flag=True,
+              help="Run uvicorn on h11 and asyncio even where httptools and uvloop are installed (to compare).")
 def serve(model_dir, onnx_file, host, port, max_batch, batch_wait_ms, no_batching, queue_texts, max_texts,
-          max_text_chars, max_length, device, threads, trust_remote_code) -> None:
+          max_text_chars, max_length, device, threads, trust_remote_code, pure_python_http) -> None:
     """Serve a saved classifier over HTTP: POST /predict, GET /health, GET /info."""
     import torch
 
@@ -97,15 +110,16 @@ def serve(model_dir, onnx_file, host, port, max_batch, batch_wait_ms, no_batchin
     batcher = MicroBatcher(backend.predict, max_batch=0 if no_batching else max_batch,
                            max_wait_ms=0.0 if no_batching else batch_wait_ms, max_queue=queue_texts)
     engine = backend.kind if onnx_file is None else f"onnx ({onnx_file})"
+    stack = http_stack(pure_python_http)
     info = {"model": str(model_dir), "labels": list(backend.labels), "max_length": backend.max_length,
-            "engine": engine, "threads": threads}
+            "engine": engine, "threads": threads, **stack}
     app = build_app(batcher, backend.labels, info, Limits.for_texts(max_texts, max_text_chars))
     where = sock.getsockname()
     batching = "off" if no_batching else f"up to {max_batch} texts within {batch_wait_ms:g} ms"
     click.echo(f"afrocomet serve: {model_dir} ({engine}, {threads} threads) on http://{where[0]}:{where[1]}; "
                f"micro-batching {batching}", err=True)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                                           timeout_graceful_shutdown=60))
+                                           timeout_graceful_shutdown=60, **stack))
     stopped = _drain_on_signals()
     server.run(sockets=[sock])
     s = batcher.stats
