@@ -278,7 +278,7 @@ def write_readme(summary: dict) -> None:
         text = text.rstrip() + "\n\n" + section
     else:
         nxt = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[nxt + 1:] if nxt >= 0 else "")
+        text = text[:start] + section + ("\n" + text[nxt + 1:] if nxt >= 0 else "")
     README.write_text(text, encoding="utf-8")
 
 
