@@ -99,7 +99,6 @@ def test_health_and_info(server):
     assert info["batching"]["on"] and info["batching"]["max_batch_texts"] == 32
 
 
-
 def test_the_pure_python_http_stack_answers_the_same(server, model_dir):
     """--pure-python-http: h11 and asyncio (what uvicorn runs on without httptools and uvloop), said in /info;
     the same answers, and the same errors for a bad body."""
