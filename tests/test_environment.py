@@ -60,6 +60,7 @@ def test_the_cli_refuses_an_old_torch_in_one_line(monkeypatch, capsys):
 def test_environment_records_python_platform_and_every_needed_package():
     env = environment()
     assert env["python"] == platform.python_version() and env["platform"] == platform.platform()
+    assert env["cpu"] == env_mod.cpu_model() and env["cpu"]  # metrics may differ on another CPU
     packages = env["packages"]
     for name in KEY_PACKAGES:
         assert packages[name] == metadata.version(name), name
@@ -73,6 +74,7 @@ def test_describe_names_the_key_versions_and_says_why():
     assert text.startswith(f"Python {platform.python_version()} on ")
     assert f"torch {metadata.version('torch')}" in text and f"transformers {metadata.version('transformers')}" in text
     assert "identical metrics need identical versions" in text
+    assert f"({environment()['cpu']})" in text
     assert describe(None) == "" and describe({}) == ""
 
 

@@ -2,7 +2,7 @@
 
 Metrics depend on the versions installed (the same code and seed gave a different default-run score
 once the install resolved newer packages), so every run records
-Python, the platform and the version of every package afrocomet needs, its requirements' own
+Python, the platform, the CPU and the version of every package afrocomet needs, its requirements' own
 requirements and the installed extras included (results.json `environment`; one line of report.md).
 `constraints.txt` in the repository pins them: `pip install -c constraints.txt -e ".[test]"`.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import platform
 import re
 from importlib import metadata
+from pathlib import Path
 from typing import Mapping
 
 from afrocomet.errors import AfroCometError
@@ -25,9 +26,22 @@ _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 def environment() -> dict:
-    """{python, implementation, platform, packages: {name: version}} of this process."""
+    """{python, implementation, platform, cpu, packages: {name: version}} of this process."""
     return {"python": platform.python_version(), "implementation": platform.python_implementation(),
-            "platform": platform.platform(), "packages": package_versions()}
+            "platform": platform.platform(), "cpu": cpu_model(), "packages": package_versions()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name ("" where unknown): the same code, versions and seed gave other floats on
+    another machine (the default run's transformer teacher, 57.23 against 57.70; benchmarks/README.md),
+    as torch's CPU kernels may sum in another order there."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or ""
 
 
 def _canonical(name: str) -> str:
@@ -96,7 +110,8 @@ def describe(env: Mapping | None) -> str:
     key = [f"{name} {packages[name]}" for name in KEY_PACKAGES if name in packages]
     more = len(packages) - len(key)
     head = " ".join(x for x in (f"Python {env['python']}" if env.get("python") else "",
-                                f"on {env['platform']}" if env.get("platform") else "") if x)
+                                f"on {env['platform']}" if env.get("platform") else "",
+                                f"({env['cpu']})" if env.get("cpu") else "") if x)
     tail = f" and {more} more in results.json `environment`" if more > 0 else ""
     return "; ".join(x for x in (head, ", ".join(key) + tail if key else "") if x) + \
         (" (identical metrics need identical versions: constraints.txt)" if key else "")
