@@ -19,6 +19,10 @@ def predict_encoded(model: nn.Module, data: Encoded, pad_id: int, device, batch_
     return predict_ids(model, data.ids, pad_id, batch_size=batch_size, device=device)
 
 
+def _logits(model: nn.Module, dev: dict[str, Encoded], pad_id: int, device) -> dict[str, np.ndarray]:
+    return {lang: predict_encoded(model, data, pad_id, device) for lang, data in dev.items()}
+
+
 _LATEST: dict = {}  # the latest dev_logits: {"key": (weights' hash, the dev sets' hash, pad id), "logits": ...}
 
 
@@ -32,7 +36,7 @@ def dev_logits(model: nn.Module, dev: dict[str, Encoded], pad_id: int, device) -
     key = (teacher_fingerprint(model), tuple((lang, data_fingerprint(data)) for lang, data in dev.items()), pad_id)
     if _LATEST.get("key") != key:
         _LATEST.clear()  # the old logits go before the new are computed
-        _LATEST.update(key=key, logits={lang: predict_encoded(model, data, pad_id, device) for lang, data in dev.items()})
+        _LATEST.update(key=key, logits=_logits(model, dev, pad_id, device))
     return _LATEST["logits"]
 
 
@@ -43,8 +47,7 @@ def dev_f1(dev: dict[str, Encoded], pad_id: int, device, keep: bool = False) -> 
     from sklearn.metrics import f1_score
 
     def score(model: nn.Module) -> float:
-        logits = dev_logits(model, dev, pad_id, device) if keep else \
-            {lang: predict_encoded(model, data, pad_id, device) for lang, data in dev.items()}
+        logits = (dev_logits if keep else _logits)(model, dev, pad_id, device)
         return float(np.mean([f1_score(data.labels, logits[lang].argmax(-1), average="weighted")
                               for lang, data in dev.items()]))
 
