@@ -48,6 +48,7 @@ def test_export_folder_and_parity(tiny_onnx_dir, tiny_classifier_dir, afrisenti_
     assert parity["fp32"]["label_agreement"] == 1.0
     q = parity["int8"]
     assert q["file"] == "model.int8.onnx" and q["goal"] == 0.99 and q["ok"] == (q["label_agreement"] >= 0.99)
+    assert q["mode"] == "static" and q["calibration"] == {"source": "AfriSenti train split", "n": 500}
     assert parity["ok"] == q["ok"] and q["max_abs_logit_diff"] > parity["fp32"]["max_abs_logit_diff"]
     assert json.loads((tiny_onnx_dir / "config.json").read_text())["id2label"] == {
         "0": "negative", "1": "neutral", "2": "positive"}
@@ -60,6 +61,24 @@ def test_export_folder_and_parity(tiny_onnx_dir, tiny_classifier_dir, afrisenti_
     assert (_labels_of(tiny_onnx_dir, texts) == reference).all()
     int8 = _labels_of(tiny_onnx_dir, texts, onnx_file="model.int8.onnx")
     assert (int8 == reference).mean() == pytest.approx(q["label_agreement"], abs=1e-12)
+
+
+def test_static_int8_logits_do_not_depend_on_the_batch_and_dynamic_stays_a_choice(tiny_onnx_dir, tiny_classifier_dir,
+                                                                                   afrisenti_dir, tmp_path, one_thread):
+    """Static int8 (the default): each text's logits are the same alone and in a padded batch of 64, beside
+    other texts; calibrated on training tweets, never the parity (test) ones. Dynamic int8: `int8_mode`."""
+    from afrocomet.quantize import calibration_texts
+
+    texts = E.parity_texts(["hau"], afrisenti_dir, max_texts=200)[0]["hau"]
+    together = P.open_backend(tiny_onnx_dir, device="cpu", onnx_file="model.int8.onnx", batch_size=64).predict(texts)[0]
+    alone = P.open_backend(tiny_onnx_dir, device="cpu", onnx_file="model.int8.onnx", batch_size=1).predict(texts)[0]
+    np.testing.assert_array_equal(alone, together)
+    calibration, source = calibration_texts(["hau"], afrisenti_dir, {}, "unused")
+    assert source == "AfriSenti train split" and len(calibration) == 500 and not set(calibration) & set(texts)
+    dynamic = E.export_onnx(tiny_classifier_dir, tmp_path / "dynamic", int8=True, int8_mode="dynamic",
+                            languages=["hau"], data_dir=afrisenti_dir, max_texts=100)
+    assert dynamic["int8"]["mode"] == "dynamic" and "calibration" not in dynamic["int8"]
+    assert (tmp_path / "dynamic" / "model.int8.onnx").read_bytes() != (tiny_onnx_dir / "model.int8.onnx").read_bytes()
 
 
 def test_predict_and_evaluate_through_onnx(tiny_onnx_dir, tiny_classifier_dir, test_file, tmp_path, one_thread):

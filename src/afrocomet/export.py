@@ -1,11 +1,11 @@
-"""Export a saved classifier to ONNX (fp32, optionally dynamic int8), with parity checked at export time.
+"""Export a saved classifier to ONNX (fp32, optionally int8), with parity checked at export time.
 
 `export_onnx(model_dir, out)` writes, all at once (a failed export leaves nothing):
 
 | file | what |
 |---|---|
 | `model.onnx` | fp32 graph: `input_ids`, `attention_mask` int64 [batch, seq] (both axes dynamic) -> `logits` [batch, labels] |
-| `model.int8.onnx` | with `int8=True`: `onnxruntime.quantization.quantize_dynamic` of the fp32 graph (int8 weights) |
+| `model.int8.onnx` | with `int8=True`: the fp32 graph quantised to int8 (afrocomet/quantize.py: static, calibrated on training tweets, by default; or dynamic) |
 | `config.json`, tokenizer files | the source folder's, so the folder is opened like any model folder |
 | `parity.json` | fp32: max abs logit difference vs PyTorch (must be <= 1e-4, else nothing is written); int8: label agreement with PyTorch (goal >= 99%; below it the folder is still written, marked `ok: false`, with a warning) |
 
@@ -20,7 +20,6 @@ The graph is traced with torch's TorchScript exporter (`dynamo=False`): it needs
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import warnings
@@ -37,6 +36,7 @@ from afrocomet.io import atomic_dir, atomic_write_json
 from afrocomet.models.build import first_line
 from afrocomet.outputs import TOKENIZER_FILES, check_output_folder
 from afrocomet.onnx_model import INPUT_NAMES, INT8_FILE, ONNX_FILE, OUTPUT_NAME, import_onnxruntime, load_onnx_classifier
+from afrocomet.quantize import calibration_texts, write_int8
 from afrocomet.tokenizer import write_tokenizer
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,10 @@ def parity_texts(languages: str | Iterable[str] = DEFAULT_LANGUAGES, data_dir: s
     return _cap(groups, max_texts), source
 
 
+def _flat(groups: dict[str, list[str]]) -> list[str]:
+    return [t for values in groups.values() for t in values]
+
+
 def _afrisenti_test(datasets: dict) -> dict[str, list[str]]:
     return {lang: ds.texts("test") for lang, ds in datasets.items()}
 
@@ -155,34 +159,6 @@ def write_onnx(model: torch.nn.Module, tokenizer, path: Path, *, opset: int = DE
     return path
 
 
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """Drop onnxruntime.quantization's advice logged on the root logger ("consider pre-processing"):
-    a NullHandler also keeps `logging.warning` from configuring the root logger as a side effect."""
-    root, null = logging.getLogger(), logging.NullHandler()
-    drop = logging.Filter("no record passes")  # matches no logger name: blocks every root record
-    root.addHandler(null)
-    root.addFilter(drop)
-    try:
-        yield
-    finally:
-        root.removeFilter(drop)
-        root.removeHandler(null)
-
-
-def write_int8(fp32_path: Path, int8_path: Path) -> Path:
-    """Dynamic int8 quantisation (weights int8, activations quantised at run time) of an fp32 graph."""
-    import_onnxruntime()
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    try:
-        with _quiet_root_logger():
-            quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
-    except Exception as exc:
-        raise AfroCometError(f"int8 quantisation failed: {first_line(exc)}", path=fp32_path) from exc
-    return int8_path
-
-
 def _logits(model, tokenizer, groups: dict[str, list[str]], batch_size: int, max_length: int) -> dict[str, np.ndarray]:
     return {name: predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length)[0]
             for name, texts in groups.items()}  # name -> [n, num_labels]
@@ -227,7 +203,8 @@ def _warn_int8(result: dict[str, Any]) -> None:
                 100 * result["label_agreement"], result["n"], 100 * INT8_GOAL, PARITY_FILE)
 
 
-def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, opset: int = DEFAULT_OPSET,
+def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, int8_mode: str = "static",
+                opset: int = DEFAULT_OPSET,
                 languages: str | Iterable[str] = DEFAULT_LANGUAGES, data_dir: str | Path | None = None,
                 texts: Sequence[str] | str | Path | None = None, max_texts: int | None = None,
                 batch_size: int = 64, max_length: int | None = None) -> dict[str, Any]:
@@ -235,7 +212,8 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
 
     The fp32 graph must match PyTorch's logits to `FP32_TOLERANCE` on the parity texts, else
     `AfroCometError` and nothing is written. The int8 graph's label agreement is recorded with
-    `ok` (>= `INT8_GOAL`) and a warning when it falls short. `max_length` defaults to the model's
+    `ok` (>= `INT8_GOAL`) and a warning when it falls short; `int8_mode`: afrocomet.quantize's INT8_MODES
+    (static: calibrated on training tweets, a text's label independent of its batch). `max_length` defaults to the model's
     position limit (at most 512).
     """
     from afrocomet.predict import check_max_length, load_classifier
@@ -260,10 +238,16 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
         _check_fp32(fp32)
         parity["fp32"] = {"file": ONNX_FILE, **fp32, "tolerance": FP32_TOLERANCE, "ok": True}
         if int8:
-            write_int8(tmp / ONNX_FILE, tmp / INT8_FILE)
+            calibration, calibration_source = calibration_texts(languages, data_dir, groups, source) \
+                if texts is None else (_flat(groups), source)
+            write_int8(tmp / ONNX_FILE, tmp / INT8_FILE, int8_mode, tokenizer=tokenizer, texts=calibration,
+                       max_length=max_length)
             q = compare_logits(reference, _logits(load_onnx_classifier(tmp, INT8_FILE, threads=threads), tokenizer,
                                                   groups, batch_size, max_length))
-            parity["int8"] = {"file": INT8_FILE, **q, "goal": INT8_GOAL, "ok": q["label_agreement"] >= INT8_GOAL}
+            parity["int8"] = {"file": INT8_FILE, "mode": int8_mode, **q, "goal": INT8_GOAL,
+                              "ok": q["label_agreement"] >= INT8_GOAL}
+            if int8_mode == "static":
+                parity["int8"]["calibration"] = {"source": calibration_source, "n": len(calibration)}
             if not parity["int8"]["ok"]:
                 _warn_int8(q)
         parity["ok"] = parity["fp32"]["ok"] and parity.get("int8", {}).get("ok", True)

@@ -10,6 +10,7 @@ import click
 from afrocomet.cli.options import languages_or_default, split_commas
 from afrocomet.cli.table import print_table
 from afrocomet.errors import AfroCometError
+from afrocomet.quantize import INT8_MODES
 
 _ONNX_FILE_HELP = ("Run this ONNX file of the folder with ONNX Runtime, e.g. model.int8.onnx (an exported "
                    "folder runs its model.onnx by default).")
@@ -101,7 +102,10 @@ def evaluate(model_dir, languages, data_dir, split, test_file, no_download, batc
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
               help="Saved classifier folder (config.json, model.safetensors, tokenizer), e.g. runs/afrocomet/student.")
 @click.option("--onnx", is_flag=True, help="Export to ONNX (model.onnx, fp32); the only format for now.")
-@click.option("--int8", is_flag=True, help="Also write model.int8.onnx (dynamic int8 quantisation); needs --onnx.")
+@click.option("--int8", is_flag=True, help="Also write model.int8.onnx (int8 quantisation); needs --onnx.")
+@click.option("--int8-mode", type=click.Choice(INT8_MODES), default="static", show_default=True,
+              help="static: scales calibrated on training tweets, a text's label never depends on its batch; "
+                   "dynamic: scales from each batch at run time.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write (new, or an earlier export).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="AfriSenti folder for the parity texts (test split); default $AFROCOMET_DATA, then the cache.")
@@ -111,20 +115,20 @@ def evaluate(model_dir, languages, data_dir, split, test_file, no_download, batc
 @click.option("--max-texts", type=click.IntRange(min=1), default=None, help="Check parity on at most N texts.")
 @click.option("--opset", type=click.IntRange(min=14), default=17, show_default=True, help="ONNX opset.")
 @click.option("--max-length", type=click.IntRange(min=2), default=None, help="Tokens per parity text (default: the model's limit).")
-def export(model_dir, onnx, int8, out, data_dir, languages, texts_file, max_texts, opset, max_length) -> None:
+def export(model_dir, onnx, int8, int8_mode, out, data_dir, languages, texts_file, max_texts, opset, max_length) -> None:
     """Export a saved classifier to ONNX (and int8), with parity against PyTorch checked and saved."""
     from afrocomet.export import export_onnx
 
     if not onnx:
         raise AfroCometError("choose an export format: --onnx (int8 with --onnx --int8)")
-    result = export_onnx(model_dir, out, int8=int8, opset=opset, data_dir=data_dir, texts=texts_file,
+    result = export_onnx(model_dir, out, int8=int8, int8_mode=int8_mode, opset=opset, data_dir=data_dir, texts=texts_file,
                          languages=languages_or_default(languages), max_texts=max_texts, max_length=max_length)
     fp32 = result["fp32"]
     click.echo(f"fp32 {fp32['file']}: max |logit diff| vs PyTorch {fp32['max_abs_logit_diff']:.2e} on "
                f"{fp32['n']} texts ({result['texts']['source']})")
     if "int8" in result:
         q = result["int8"]
-        click.echo(f"int8 {q['file']}: label agreement with PyTorch {100 * q['label_agreement']:.2f}% "
+        click.echo(f"int8 {q['file']} ({q['mode']}): label agreement with PyTorch {100 * q['label_agreement']:.2f}% "
                    f"(goal {100 * q['goal']:.0f}%){'' if q['ok'] else ' -- BELOW THE GOAL, ok: false'}")
     click.echo(f"wrote {out}/ (model.onnx{', model.int8.onnx' if int8 else ''}, config.json, tokenizer, parity.json)")
 
