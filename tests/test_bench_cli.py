@@ -91,3 +91,14 @@ def test_bench_bad_input(tiny_classifier_dir, tmp_path, capsys):
         assert main([*argv, "--data-dir", str(tmp_path / "no-data")]) == 2, expected
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and expected in err, err
+
+
+def test_every_onnx_file_of_the_folder_is_a_column(tmp_path):
+    """model.onnx is onnx-fp32; each other model.TAG.onnx is onnx-TAG (benchmarks/latency.py puts a dynamic
+    int8 file beside export's static one); external-data files are not columns."""
+    from afrocomet.bench import onnx_columns
+
+    for name in ("model.onnx", "model.int8.onnx", "model.int8-dynamic.onnx", "model.onnx.data", "other.onnx"):
+        (tmp_path / name).write_bytes(b"")
+    assert onnx_columns(tmp_path) == [("onnx-fp32", "model.onnx"), ("onnx-int8", "model.int8.onnx"),
+                                      ("onnx-int8-dynamic", "model.int8-dynamic.onnx")]

@@ -113,13 +113,16 @@ def _check_spec(spec: str, what: str) -> None:
 
 
 def onnx_columns(folder: str | Path) -> list[tuple[str, str]]:
-    """(column name, file) for an exported folder: onnx-fp32, and onnx-int8 when model.int8.onnx is there."""
-    from afrocomet.onnx_model import INT8_FILE, ONNX_FILE
+    """(column name, file) for an exported folder: onnx-fp32 (model.onnx), then onnx-TAG for each other
+    model.TAG.onnx there (onnx-int8 for export's model.int8.onnx; e.g. onnx-int8-dynamic beside it)."""
+    from afrocomet.onnx_model import ONNX_FILE
 
     folder = Path(folder).expanduser()
     if not (folder / ONNX_FILE).is_file():
         raise AfroCometError(f"not an ONNX folder: no {ONNX_FILE} (write one with afrocomet export --onnx)", path=folder)
-    return [("onnx-fp32", ONNX_FILE)] + ([("onnx-int8", INT8_FILE)] if (folder / INT8_FILE).is_file() else [])
+    others = sorted((p.name for p in folder.glob("model.*.onnx") if p.is_file() and p.name != ONNX_FILE),
+                    key=lambda name: (len(name), name))  # model.int8.onnx before model.int8-dynamic.onnx
+    return [("onnx-fp32", ONNX_FILE)] + [(f"onnx-{name[len('model.'):-len('.onnx')]}", name) for name in others]
 
 
 def _torch_column(spec: str, seed: int, shared: Any, texts: Sequence[str], device: torch.device, max_length: int,
@@ -145,7 +148,7 @@ def _onnx_column(folder: str | Path, onnx_file: str, texts: Sequence[str], max_l
     tokenizer = load_tokenizer(folder)
     limit = min(max_length, default_max_length(AutoConfig.from_pretrained(str(folder), trust_remote_code=False)))
     column = benchmark_onnx(folder, onnx_file, texts, threads=torch.get_num_threads(), max_length=limit, **kwargs)
-    precision = {"model.onnx": "fp32", "model.int8.onnx": "int8"}.get(onnx_file, onnx_file)
+    precision = "fp32" if onnx_file == "model.onnx" else onnx_file[len("model."):-len(".onnx")]
     column.update(model=f"folder {folder}/{onnx_file}", backend=f"onnxruntime {precision}",
                   device="cpu", max_length=limit, tokens=_tokens(tokenizer, texts, limit))
     release_free_memory()

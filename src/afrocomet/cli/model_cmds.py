@@ -138,7 +138,7 @@ def export(model_dir, onnx, int8, int8_mode, out, data_dir, languages, texts_fil
               help="Preset (random weights, e.g. afroxlmr-large) or saved classifier folder.")
 @click.option("--student", default="comet", show_default=True, help="Preset (e.g. comet) or saved classifier folder.")
 @click.option("--onnx", "onnx_dir", type=click.Path(path_type=Path), default=None,
-              help="Exported ONNX folder: adds columns onnx-fp32 and, if present, onnx-int8.")
+              help="Exported ONNX folder: adds columns onnx-fp32 and onnx-TAG for each model.TAG.onnx (e.g. onnx-int8).")
 @click.option("--texts", "n_texts", type=click.IntRange(min=1), default=200, show_default=True,
               help="Real AfriSenti test tweets to time (drawn with seed 0).")
 @click.option("--languages", "-l", multiple=True, help="AfriSenti languages of the tweets (default: the five).")
