@@ -315,3 +315,28 @@ def test_accepted_connections_have_nagle_off():
     assert sock.proto == socket.IPPROTO_TCP
     asyncio.run(accept_one())
     assert seen and seen[0] != 0
+
+
+def test_info_names_the_int8_mode_and_a_dynamic_graph_under_batching_is_warned_about(tmp_path):
+    """/info's engine says which int8 the export made (parity.json); a dynamic int8 graph, whose labels can
+    move with the batch, gets one warning when requests are batched (exports before the mode was recorded
+    were all dynamic)."""
+    import warnings
+
+    from afrocomet.cli.serve_cmd import _onnx_engine
+    from afrocomet.quiet import AfroCometWarning
+
+    def engine(parity, batching=True):
+        (tmp_path / "parity.json").write_text(json.dumps(parity), encoding="utf-8")
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            name = _onnx_engine(tmp_path, "model.int8.onnx", batching=batching)
+        return name, [str(w.message) for w in seen if issubclass(w.category, AfroCometWarning)]
+
+    assert engine({"int8": {"file": "model.int8.onnx", "mode": "static"}}) == ("onnx (model.int8.onnx, static int8)", [])
+    name, warned = engine({"int8": {"file": "model.int8.onnx", "mode": "dynamic"}})
+    assert name == "onnx (model.int8.onnx, dynamic int8)" and len(warned) == 1 and "--no-batching" in warned[0]
+    assert engine({"int8": {"file": "model.int8.onnx"}}, batching=False) == ("onnx (model.int8.onnx, dynamic int8)", [])
+    assert engine({"fp32": {"file": "model.onnx"}}) == ("onnx (model.int8.onnx)", [])
+    (tmp_path / "parity.json").unlink()
+    assert _onnx_engine(tmp_path, "model.onnx", batching=True) == "onnx (model.onnx)"

@@ -109,7 +109,7 @@ def serve(model_dir, onnx_file, host, port, max_batch, batch_wait_ms, no_batchin
     sock = bind(host, port)
     batcher = MicroBatcher(backend.predict, max_batch=0 if no_batching else max_batch,
                            max_wait_ms=0.0 if no_batching else batch_wait_ms, max_queue=queue_texts)
-    engine = backend.kind if onnx_file is None else f"onnx ({onnx_file})"
+    engine = backend.kind if onnx_file is None else _onnx_engine(Path(model_dir), onnx_file, batching=not no_batching)
     stack = http_stack(pure_python_http)
     info = {"model": str(model_dir), "labels": list(backend.labels), "max_length": backend.max_length,
             "engine": engine, "threads": threads, **stack}
@@ -136,3 +136,23 @@ def _drain_on_signals() -> list[str]:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: seen.append(signal.Signals(signum).name))
     return seen
+
+
+def _onnx_engine(model_dir: Path, onnx_file: str, *, batching: bool) -> str:
+    """"onnx (FILE)", with the int8 mode its export recorded (parity.json) when FILE is the int8 graph; a
+    warning when a dynamic int8 graph serves batched requests (a text's label may then depend on its batch)."""
+    import json
+
+    from afrocomet.quiet import warn
+
+    try:
+        int8 = json.loads((model_dir / "parity.json").read_text(encoding="utf-8")).get("int8") or {}
+    except (OSError, ValueError, AttributeError):
+        int8 = {}
+    # exports before static int8 (2026-12-07) were dynamic and did not say so
+    mode = int8.get("mode", "dynamic") if isinstance(int8, dict) and int8.get("file") == onnx_file else None
+    if mode == "dynamic" and batching:
+        warn(f"{onnx_file} is dynamic int8: a text's label may differ with the requests batched beside it; "
+             "afrocomet export --int8 (static, the default) or --no-batching gives each text one label")
+    return f"onnx ({onnx_file}, {mode} int8)" if mode else f"onnx ({onnx_file})"
+
