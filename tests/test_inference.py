@@ -83,3 +83,30 @@ def test_predict_logits_longest_first_and_text_predictor_as_given(setup):
     assert len(recorder.seen) == 1 and torch.equal(recorder.seen[0], first)
     with_autocast = predict_logits(model, tokenizer, texts, batch_size=4, max_length=10, autocast=True)[0]
     assert np.array_equal(with_autocast, logits)  # autocast is fp32 on the CPU
+
+
+def test_a_model_already_in_place_is_not_moved_or_re_moded_at_each_batch(setup, monkeypatch):
+    """`evaluating` runs once a batch (predict, bench, serve): a model on its device in eval mode is used
+    as it is (moving and re-moding every module was a third of a small student's batch-1 time); one in
+    training mode is put in eval mode and given back in training mode; one elsewhere is moved."""
+    from afrocomet.inference import evaluating
+
+    tokenizer, texts, model = setup
+    calls = []
+    monkeypatch.setattr(type(model), "to", lambda self, *a, **k: calls.append("to") or self, raising=False)
+    monkeypatch.setattr(type(model), "train", lambda self, mode=True: calls.append(f"train {mode}") or
+                        torch.nn.Module.train(self, mode))
+    model.eval()
+    calls.clear()
+    for _ in range(3):
+        with evaluating(model, torch.device("cpu")) as m:
+            assert m is model and not m.training
+    assert calls == []
+    model.train()
+    calls.clear()
+    with evaluating(model, torch.device("cpu")):
+        assert not model.training and all(not sub.training for sub in model.modules())
+    assert model.training and calls == ["train False", "train True"]
+    with evaluating(model, torch.device("meta")):
+        pass
+    assert calls[-3] == "to"
