@@ -2,15 +2,17 @@
 
 Two modes, `INT8_MODES`:
 
-- `static` (the default): the MatMuls' weights int8 per output channel, their inputs uint8 at scales
-  fixed once from calibration texts (min-max of each activation over `CALIBRATION_TEXTS` training
-  tweets; QDQ format). A text's logits are a function of that text alone: the same at any batch size
-  and beside any other texts (measured on the default run's student: 0 of 2,000 test tweets changed
-  between batch 1 and 64, max |logit difference| 0.0; label agreement with PyTorch 99.46%).
+- `static` (the default): the MatMul and embedding (Gather) weights int8 per output channel, the
+  MatMuls' inputs uint8 at scales fixed once from calibration texts (min-max of each activation over
+  `CALIBRATION_TEXTS` training tweets; QDQ format). A text's logits are a function of that text alone:
+  the same at any batch size and beside any other texts (measured on the default run's student: max
+  |logit difference| 0.0 between batch 1 and 64 on 500 Hausa test tweets; label agreement with PyTorch
+  99.41% on the 15,274 test tweets).
 - `dynamic`: int8 weights, each activation's scale taken at run time from the whole batch. Its
-  agreement with PyTorch was higher on the same student (99.74%), but a text's label can depend on
-  the batch it is in (3 of those 2,000 tweets changed between batch 1 and 64): a server that batches
-  requests together would answer one text differently from `afrocomet predict`.
+  agreement with PyTorch was higher on the same student (99.75%), and it is faster (comet at batch 1:
+  1.46 against 2.04 ms, benchmarks/README.md), but a text's label can depend on the batch it is in
+  (logits moved by up to 0.059 between batch 1 and 64 on 200 test tweets): a server that batches
+  requests together can answer one text differently from `afrocomet predict`.
 
 Calibration texts (never labels): the AfriSenti training split of the export's languages when it is
 found locally (a seeded sample, evenly over the languages), else the parity texts (`--texts` or the
@@ -70,15 +72,13 @@ def calibration_texts(languages: str | Iterable[str], data_dir: str | Path | Non
 
 
 def _batches(tokenizer, texts: Sequence[str], max_length: int) -> list[dict[str, np.ndarray]]:
-    """The calibration inputs: padded batches of CALIBRATION_BATCH texts, as the graph takes them."""
+    """The calibration inputs: padded batches of CALIBRATION_BATCH texts, encoded as `predict` encodes them."""
+    from afrocomet.inference import encode_texts
     from afrocomet.onnx_model import INPUT_NAMES
 
-    out = []
-    for i in range(0, len(texts), CALIBRATION_BATCH):
-        enc = tokenizer(list(texts[i:i + CALIBRATION_BATCH]), padding=True, truncation=True, max_length=max_length,
-                        return_tensors="np")
-        out.append({name: enc[name].astype(np.int64) for name in INPUT_NAMES})
-    return out
+    return [{name: batch[name].numpy() for name in INPUT_NAMES}
+            for batch in (encode_texts(tokenizer, texts[i:i + CALIBRATION_BATCH], max_length)
+                          for i in range(0, len(texts), CALIBRATION_BATCH))]
 
 
 def write_int8(fp32_path: Path, int8_path: Path, mode: str = "static", *, tokenizer=None,

@@ -122,7 +122,12 @@ def onnx_columns(folder: str | Path) -> list[tuple[str, str]]:
         raise AfroCometError(f"not an ONNX folder: no {ONNX_FILE} (write one with afrocomet export --onnx)", path=folder)
     others = sorted((p.name for p in folder.glob("model.*.onnx") if p.is_file() and p.name != ONNX_FILE),
                     key=lambda name: (len(name), name))  # model.int8.onnx before model.int8-dynamic.onnx
-    return [("onnx-fp32", ONNX_FILE)] + [(f"onnx-{name[len('model.'):-len('.onnx')]}", name) for name in others]
+    return [(f"onnx-{_precision(name)}", name) for name in [ONNX_FILE, *others]]
+
+
+def _precision(onnx_file: str) -> str:
+    """fp32 for model.onnx, TAG for model.TAG.onnx (int8, int8-dynamic, ...)."""
+    return "fp32" if onnx_file == "model.onnx" else onnx_file[len("model."):-len(".onnx")]
 
 
 def _torch_column(spec: str, seed: int, shared: Any, texts: Sequence[str], device: torch.device, max_length: int,
@@ -148,8 +153,7 @@ def _onnx_column(folder: str | Path, onnx_file: str, texts: Sequence[str], max_l
     tokenizer = load_tokenizer(folder)
     limit = min(max_length, default_max_length(AutoConfig.from_pretrained(str(folder), trust_remote_code=False)))
     column = benchmark_onnx(folder, onnx_file, texts, threads=torch.get_num_threads(), max_length=limit, **kwargs)
-    precision = "fp32" if onnx_file == "model.onnx" else onnx_file[len("model."):-len(".onnx")]
-    column.update(model=f"folder {folder}/{onnx_file}", backend=f"onnxruntime {precision}",
+    column.update(model=f"folder {folder}/{onnx_file}", backend=f"onnxruntime {_precision(onnx_file)}",
                   device="cpu", max_length=limit, tokens=_tokens(tokenizer, texts, limit))
     release_free_memory()
     return column
