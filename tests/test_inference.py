@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 
@@ -110,3 +111,42 @@ def test_a_model_already_in_place_is_not_moved_or_re_moded_at_each_batch(setup, 
     with evaluating(model, torch.device("meta")):
         pass
     assert calls[-3] == "to"
+
+
+def _two_pass_logits(model, tokenizer, texts, batch_size, max_length):
+    """predict_logits as it was: every text tokenized untruncated for its length, then each batch
+    tokenized again by the tokenizer itself (truncated, padded)."""
+    from afrocomet.inference import encode_texts
+
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    logits, batches = np.zeros((len(texts), 3), dtype=np.float32), []
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            batches.append(encode_texts(tokenizer, [texts[i] for i in index], max_length))
+            logits[index] = model(**batches[-1]).logits.numpy()
+    return logits, sum(n > max_length for n in lengths), batches
+
+
+@pytest.mark.parametrize("kind", ["types", "no types", "left padding"])
+def test_one_tokenizer_pass_gives_the_batches_and_logits_of_two(setup, kind):
+    """predict_logits tokenizes once (texts that reach max_length again, to count truncation) and pads
+    in numpy: the same batches (every tensor), logits bit for bit and truncation count as tokenizing
+    each batch with the tokenizer, for texts over, at and under max_length."""
+    tokenizer, texts, model = setup
+    tokenizer, model = copy.deepcopy(tokenizer), model.eval()
+    if kind == "types":  # as BERT's tokenizers make them
+        tokenizer.model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
+    if kind == "left padding":
+        tokenizer.padding_side = "left"
+    texts = texts + [" ".join(WORDS[:8]), " ".join(WORDS[:9]), " ".join(WORDS * 2)]  # 10, 11 and 36 tokens
+    recorder = Recorder(model).eval()  # it hands the model back in eval mode for the two-pass run
+    recorder.forward = lambda **batch: recorder.seen.append(batch) or model(**batch)
+    got, n_truncated = predict_logits(recorder, tokenizer, texts, batch_size=4, max_length=10)
+    want, want_truncated, batches = _two_pass_logits(model, tokenizer, texts, 4, 10)
+    assert n_truncated == want_truncated == sum(len(t.split()) + 2 > 10 for t in texts) > 0
+    assert np.array_equal(got, want)
+    assert [sorted(b) for b in recorder.seen] == [sorted(b) for b in batches]
+    assert all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for a, b in zip(recorder.seen, batches) for k in b)
+    assert ("token_type_ids" in batches[0]) == (kind == "types")

