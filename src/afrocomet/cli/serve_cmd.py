@@ -71,7 +71,7 @@ def bind(host: str, port: int) -> socket.socket:
               help="Port (0: a free one, printed at start).")
 @click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True,
               help="Most texts run as one micro-batch.")
-@click.option("--batch-wait-ms", type=click.FloatRange(min=0, max=1000), default=5.0, show_default=True,
+@click.option("--batch-wait-ms", type=click.FloatRange(min=0, max=1000), default=1.0, show_default=True,
               help="How long the first request of a batch waits for others to join it.")
 @click.option("--no-batching", is_flag=True, help="Run every request on its own (no micro-batching).")
 @click.option("--queue", "queue_texts", type=click.IntRange(min=1), default=256, show_default=True,
@@ -97,7 +97,7 @@ def serve(model_dir, onnx_file, host, port, max_batch, batch_wait_ms, no_batchin
     from afrocomet.predict import open_backend
 
     uvicorn = _import_stack()
-    from afrocomet.serve.app import Limits, build_app
+    from afrocomet.serve.app import Limits, build_app, class_probabilities
     from afrocomet.serve.batcher import MicroBatcher
 
     if queue_texts < max_texts:
@@ -107,7 +107,7 @@ def serve(model_dir, onnx_file, host, port, max_batch, batch_wait_ms, no_batchin
     backend = open_backend(model_dir, batch_size=max_batch, max_length=max_length, device=device,
                            trust_remote_code=trust_remote_code, onnx_file=onnx_file)
     sock = bind(host, port)
-    batcher = MicroBatcher(backend.predict, max_batch=0 if no_batching else max_batch,
+    batcher = MicroBatcher(class_probabilities(backend.predict), max_batch=0 if no_batching else max_batch,
                            max_wait_ms=0.0 if no_batching else batch_wait_ms, max_queue=queue_texts)
     engine = backend.kind if onnx_file is None else _onnx_engine(Path(model_dir), onnx_file, batching=not no_batching)
     stack = http_stack(pure_python_http)

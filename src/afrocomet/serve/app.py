@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from afrocomet.serve.batcher import MicroBatcher, QueueFull
+from afrocomet.serve.batcher import MicroBatcher, Predict, QueueFull
 
 
 @dataclass(frozen=True)
@@ -85,12 +85,23 @@ def read_texts(body: bytes, limits: Limits) -> list[str]:
     return texts
 
 
-def predictions(logits: np.ndarray, labels: tuple[str, ...]) -> list[dict]:
-    """Each row's label (argmax, as `afrocomet predict` writes it) and its class probabilities."""
-    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-    return [{"label": labels[int(np.argmax(row))], "probabilities": dict(zip(labels, map(float, p)))}
-            for row, p in zip(logits, probs)]
+def class_probabilities(predict: Predict) -> Predict:
+    """`predict` with class probabilities (float64 softmax) for rows instead of logits, computed once a
+    batch in the model's thread: the server's batcher runs this, so a request's answer is only its rows."""
+
+    def run(texts):
+        logits, truncated = predict(texts)
+        shifted = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True), truncated
+
+    return run
+
+
+def predictions(probs: np.ndarray, labels: tuple[str, ...]) -> list[dict]:
+    """Each row's label (the most probable class: the logits' argmax, as `afrocomet predict` writes it)
+    and its class probabilities."""
+    return [{"label": labels[k], "probabilities": dict(zip(labels, row))}
+            for k, row in zip(probs.argmax(axis=1).tolist(), probs.tolist())]
 
 
 class AccessLog:
@@ -128,12 +139,13 @@ def _stderr_line(line: str) -> None:
 
 def build_app(batcher: MicroBatcher, labels: tuple[str, ...], info: dict, limits: Limits, *,
               access_log: Callable[[str], None] | None = _stderr_line) -> Starlette:
-    """The application; `info` is what GET /info says about the model (the limits are added)."""
+    """The application; `info` is what GET /info says about the model (the limits are added). The
+    batcher's rows are class probabilities (it runs `class_probabilities(predict)`)."""
 
     async def predict(request: Request):
         try:
             texts = read_texts(await request.body(), limits)
-            logits = await batcher.submit(texts)
+            probs = await batcher.submit(texts)
         except BadRequest as exc:
             return error(exc.status, str(exc))
         except QueueFull:
@@ -141,7 +153,7 @@ def build_app(batcher: MicroBatcher, labels: tuple[str, ...], info: dict, limits
                          headers={"Retry-After": "1"})
         except Exception as exc:  # the model failed on this batch: this answer says so, the server goes on
             return error(500, f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}")
-        return JSONResponse({"predictions": predictions(logits, labels)})
+        return JSONResponse({"predictions": predictions(probs, labels)})
 
     async def health(request: Request):
         return JSONResponse({"status": "ok"})

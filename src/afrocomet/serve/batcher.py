@@ -44,7 +44,7 @@ class Stats:
 class MicroBatcher:
     """Start it inside the server's event loop (`start`), `submit` from request handlers, `stop` at shutdown."""
 
-    def __init__(self, predict: Predict, *, max_batch: int = 32, max_wait_ms: float = 5.0, max_queue: int = 256):
+    def __init__(self, predict: Predict, *, max_batch: int = 32, max_wait_ms: float = 1.0, max_queue: int = 256):
         self.predict, self.max_batch, self.max_wait = predict, max_batch, max_wait_ms / 1000.0
         self.max_queue = max_queue
         self.stats = Stats()
