@@ -150,3 +150,50 @@ def test_one_tokenizer_pass_gives_the_batches_and_logits_of_two(setup, kind):
     assert [sorted(b) for b in recorder.seen] == [sorted(b) for b in batches]
     assert all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for a, b in zip(recorder.seen, batches) for k in b)
     assert ("token_type_ids" in batches[0]) == (kind == "types")
+
+
+def _cost(batches, lengths, split_cost):
+    return sum(split_cost + len(b) * max(lengths[i] for i in b) for b in batches)
+
+
+@pytest.mark.parametrize("split_cost", [0, 3, 20, 1e9])
+def test_length_batches_is_the_cheapest_cut_of_the_longest_first_order(split_cost):
+    """Every way of cutting the order into runs of at most batch_size, tried: none costs less; the batches
+    keep the order; a huge fixed cost gives the fewest batches, none at all gives no padding."""
+    import itertools
+
+    from afrocomet.inference import length_batches
+
+    rng = random.Random(7)
+    for n in range(1, 10):
+        lengths = [rng.randint(1, 40) for _ in range(n)]
+        order = sorted(range(n), key=lambda i: -lengths[i])
+        got = length_batches(order, lengths, 4, split_cost)
+        assert [i for b in got for i in b] == order and all(1 <= len(b) <= 4 for b in got)
+        best = min(_cost([order[a:b] for a, b in zip((0,) + cuts, cuts + (n,))], lengths, split_cost)
+                   for k in range(n) for cuts in itertools.combinations(range(1, n), k)
+                   if all(b - a <= 4 for a, b in zip((0,) + cuts, cuts + (n,))))
+        assert _cost(got, lengths, split_cost) == best
+        if split_cost == 1e9:
+            assert len(got) == -(-n // 4)
+        if split_cost == 0:
+            assert all(len({lengths[i] for i in b}) == 1 for b in got)
+
+
+def test_split_batches_give_the_same_labels_and_run_the_cut(setup):
+    """predict_logits with a split cost runs length_batches' batches; logits agree with one padded batch
+    to float rounding, labels exactly; the measured cost is a finite number of token slots."""
+    from afrocomet.inference import length_batches, measure_split_cost
+
+    tokenizer, texts, model = setup
+    model.eval()
+    recorder = Recorder(model).eval()
+    whole, _ = predict_logits(model, tokenizer, texts, batch_size=32, max_length=12)
+    split, _ = predict_logits(recorder, tokenizer, texts, batch_size=32, max_length=12, split_cost=4)
+    lengths = [min(len(ids), 12) for ids in tokenizer(texts)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    cut = length_batches(order, lengths, 32, 4)
+    assert len(cut) > 1 and [b.shape for b in recorder.seen] == [(len(b), lengths[b[0]]) for b in cut]
+    assert np.allclose(split, whole, atol=1e-5) and (split.argmax(1) == whole.argmax(1)).all()
+    cost = measure_split_cost(model, torch.device("cpu"), width=12, repeats=2)
+    assert 0 <= cost < float("inf")

@@ -35,7 +35,7 @@ from afrocomet.data.afrisenti import _header_columns, _missing_file_error, _pars
 from afrocomet.data.schema import DEFAULT_LANGUAGES, LABELS, Example
 from afrocomet.errors import AfroCometError
 from afrocomet.evaluate import average_metrics, compute_metrics
-from afrocomet.inference import predict_logits
+from afrocomet.inference import measure_split_cost, predict_logits
 from afrocomet.io import atomic_path
 from afrocomet.outputs import check_output_file
 from afrocomet.quiet import no_progress_bars
@@ -58,6 +58,7 @@ class Backend:
     labels: tuple[str, ...]  # class id -> label name
     max_length: int
     kind: str  # pytorch | onnx
+    split_cost: float | None = None  # token slots (inference.length_batches), where batches are cut by length
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,16 +154,18 @@ def default_max_length(config: PretrainedConfig) -> int:
 
 
 def _pytorch_backend(model: PreTrainedModel, tokenizer, labels: tuple[str, ...], *, batch_size: int,
-                     max_length: int, device: str) -> Backend:
+                     max_length: int, device: str, split_batches: bool = False) -> Backend:
     from afrocomet.device import resolve_device
 
     dev = resolve_device(device)  # an unknown name is an AfroCometError there
     model.to(dev)
+    cost = measure_split_cost(model, dev, width=min(64, max_length)) if split_batches else None
 
     def predict(texts: Sequence[str]) -> tuple[np.ndarray, int]:
-        return predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length, device=dev)
+        return predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length, device=dev,
+                              split_cost=cost)
 
-    return Backend(predict=predict, labels=labels, max_length=max_length, kind="pytorch")
+    return Backend(predict=predict, labels=labels, max_length=max_length, kind="pytorch", split_cost=cost)
 
 
 def check_max_length(config: PretrainedConfig, max_length: int | None, model_dir: str | Path) -> int:
@@ -206,11 +209,14 @@ def load_onnx(model_dir: str | Path, onnx_file: str | None = None, *, threads: i
 
 
 def open_backend(model_dir: str | Path, *, batch_size: int = 64, max_length: int | None = None,
-                 device: str = "auto", trust_remote_code: bool = False, onnx_file: str | None = None) -> Backend:
+                 device: str = "auto", trust_remote_code: bool = False, onnx_file: str | None = None,
+                 split_batches: bool = False) -> Backend:
     """Open a model folder for prediction (the one place that picks how a model runs).
 
     An ONNX folder (model.onnx, no model.safetensors), or any `onnx_file` (e.g. model.int8.onnx),
-    runs with ONNX Runtime; otherwise PyTorch runs the safetensors weights.
+    runs with ONNX Runtime; otherwise PyTorch runs the safetensors weights. With `split_batches`
+    (the server), each call's texts run in batches cut by length where padding would cost more than
+    another forward, at the cost measured here once (`inference.measure_split_cost`).
     """
     if batch_size < 1:
         raise AfroCometError(f"batch size must be at least 1, got {batch_size}")
@@ -223,7 +229,8 @@ def open_backend(model_dir: str | Path, *, batch_size: int = 64, max_length: int
         kind = "pytorch"
     max_length = check_max_length(model.config, max_length, model_dir)
     labels = tuple(id2label[i] for i in range(len(id2label)))
-    backend = _pytorch_backend(model, tokenizer, labels, batch_size=batch_size, max_length=max_length, device=device)
+    backend = _pytorch_backend(model, tokenizer, labels, batch_size=batch_size, max_length=max_length, device=device,
+                               split_batches=split_batches)
     backend.kind = kind
     return backend
 

@@ -74,6 +74,8 @@ def bind(host: str, port: int) -> socket.socket:
 @click.option("--batch-wait-ms", type=click.FloatRange(min=0, max=1000), default=1.0, show_default=True,
               help="How long the first request of a batch waits for others to join it.")
 @click.option("--no-batching", is_flag=True, help="Run every request on its own (no micro-batching).")
+@click.option("--no-batch-split", is_flag=True, help="Run each micro-batch as one padded batch, not cut by "
+              "length where padding would cost more than another forward (the cost is measured at start-up).")
 @click.option("--queue", "queue_texts", type=click.IntRange(min=1), default=256, show_default=True,
               help="Most texts accepted and not yet answered; beyond it requests get 503 with Retry-After.")
 @click.option("--max-texts", type=click.IntRange(min=1), default=64, show_default=True,
@@ -88,7 +90,7 @@ def bind(host: str, port: int) -> socket.socket:
 @click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with the model folder to run.")
 @click.option("--pure-python-http", is_flag=True,
               help="Run uvicorn on h11 and asyncio even where httptools and uvloop are installed (to compare).")
-def serve(model_dir, onnx_file, host, port, max_batch, batch_wait_ms, no_batching, queue_texts, max_texts,
+def serve(model_dir, onnx_file, host, port, max_batch, batch_wait_ms, no_batching, no_batch_split, queue_texts, max_texts,
           max_text_chars, max_length, device, threads, trust_remote_code, pure_python_http) -> None:
     """Serve a saved classifier over HTTP: POST /predict, GET /health, GET /info."""
     import torch
@@ -105,17 +107,20 @@ def serve(model_dir, onnx_file, host, port, max_batch, batch_wait_ms, no_batchin
     threads = choose_threads(threads)
     torch.set_num_threads(threads)
     backend = open_backend(model_dir, batch_size=max_batch, max_length=max_length, device=device,
-                           trust_remote_code=trust_remote_code, onnx_file=onnx_file)
+                           trust_remote_code=trust_remote_code, onnx_file=onnx_file,
+                           split_batches=not (no_batching or no_batch_split))
     sock = bind(host, port)
     batcher = MicroBatcher(class_probabilities(backend.predict), max_batch=0 if no_batching else max_batch,
                            max_wait_ms=0.0 if no_batching else batch_wait_ms, max_queue=queue_texts)
     engine = backend.kind if onnx_file is None else _onnx_engine(Path(model_dir), onnx_file, batching=not no_batching)
     stack = http_stack(pure_python_http)
+    cost = None if backend.split_cost is None else round(backend.split_cost, 1)
     info = {"model": str(model_dir), "labels": list(backend.labels), "max_length": backend.max_length,
-            "engine": engine, "threads": threads, **stack}
+            "engine": engine, "threads": threads, **stack, "batch_split_cost_tokens": cost}
     app = build_app(batcher, backend.labels, info, Limits.for_texts(max_texts, max_text_chars))
     where = sock.getsockname()
-    batching = "off" if no_batching else f"up to {max_batch} texts within {batch_wait_ms:g} ms"
+    batching = "off" if no_batching else f"up to {max_batch} texts within {batch_wait_ms:g} ms" + (
+        "" if cost is None else f", cut by length (a forward costs {cost:g} token slots)")
     click.echo(f"afrocomet serve: {model_dir} ({engine}, {threads} threads) on http://{where[0]}:{where[1]}; "
                f"micro-batching {batching}", err=True)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
