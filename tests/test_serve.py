@@ -97,17 +97,29 @@ def test_health_and_info(server):
     assert info["threads"] == 1 and info["max_length"] >= 2 and info["limits"]["max_texts"] == 64
     assert (info["http"], info["loop"]) == ("httptools", "uvloop")  # the serve extra's (the test extra has them)
     assert info["batching"]["on"] and info["batching"]["max_batch_texts"] == 32
+    assert info["batch_split_cost_tokens"] >= 0  # measured at start-up: micro-batches are cut by length
+
+
+def _same_answers(a, b) -> bool:
+    """Two /predict answers: the same status and labels, probabilities equal to float rounding (batches cut
+    otherwise run other shapes)."""
+    (status_a, _, body_a), (status_b, _, body_b) = a, b
+    pairs = list(zip(body_a["predictions"], body_b["predictions"]))
+    close = all(abs(x["probabilities"][k] - y["probabilities"][k]) < 1e-5 for x, y in pairs for k in x["probabilities"])
+    return status_a == status_b == 200 and len(pairs) == len(body_b["predictions"]) and close and all(
+        x["label"] == y["label"] for x, y in pairs)
 
 
 def test_the_pure_python_http_stack_answers_the_same(server, model_dir):
     """--pure-python-http: h11 and asyncio (what uvicorn runs on without httptools and uvloop), said in /info;
-    the same answers, and the same errors for a bad body."""
+    the same answers, and the same errors for a bad body. (This server also runs each micro-batch uncut:
+    --no-batch-split.)"""
     texts = ["nagode sosai", "ba kyau ba", "a" * 5000]
-    pure = Server(model_dir, "--pure-python-http")
+    pure = Server(model_dir, "--pure-python-http", "--no-batch-split")
     try:
         info = pure.call("/info")[2]
-        assert (info["http"], info["loop"]) == ("h11", "asyncio")
-        assert pure.predict(texts)[::2] == server.predict(texts)[::2]
+        assert (info["http"], info["loop"]) == ("h11", "asyncio") and info["batch_split_cost_tokens"] is None
+        assert _same_answers(pure.predict(texts), server.predict(texts))
         assert pure.call("/predict", b'{"texts": [')[::2] == server.call("/predict", b'{"texts": [')[::2]
     finally:
         assert pure.stop() == 0
