@@ -11,7 +11,7 @@ this load moves by a third between runs on a shared 2-core machine).
 Rows: the student in PyTorch fp32 and ONNX int8 (exported here), each with micro-batching on (the
 server's default wait) and off, the PyTorch student at each of `--batch-waits`, and with batching on
 uvicorn's pure-Python HTTP parser and loop (h11, asyncio) beside httptools and uvloop; the run's
-teacher served the same way; with
+teacher served the same way, and batching with each micro-batch uncut (`--no-batch-split`); with
 --presets, the `comet` (batching on and off) and `afroxlmr-large` presets with random weights (the run's
 tokenizer), for the served-throughput ratio.
 
@@ -229,6 +229,7 @@ def rows_to_run(args: argparse.Namespace, work: Path) -> list[tuple[str, Path, l
                  ("student, onnx int8, one at a time", onnx, ["--onnx-file", "model.int8.onnx", "--no-batching"])]
     if "teacher" in wanted:
         rows += [("teacher, pytorch fp32, batching", teacher, []),
+                 ("teacher, pytorch fp32, batching, uncut", teacher, ["--no-batch-split"]),
                  ("teacher, pytorch fp32, one at a time", teacher, ["--no-batching"])]
     if args.presets:
         comet = preset_folder("comet", student, work)
@@ -300,6 +301,10 @@ def ratios(rows: list[dict]) -> dict:
                                                                  "student, onnx int8, one at a time"),
             "httptools+uvloop / h11+asyncio, student pytorch, batching": ratio(
                 "student, pytorch fp32, batching", "student, pytorch fp32, batching, h11+asyncio"),
+            "batching / one at a time, teacher": ratio("teacher, pytorch fp32, batching",
+                                                       "teacher, pytorch fp32, one at a time"),
+            "batching cut by length / uncut, teacher": ratio("teacher, pytorch fp32, batching",
+                                                              "teacher, pytorch fp32, batching, uncut"),
             "batching / one at a time, comet": ratio("comet (random weights), batching",
                                                      "comet (random weights), one at a time"),
             "student / teacher, pytorch, batching": ratio("student, pytorch fp32, batching",
