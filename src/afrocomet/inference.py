@@ -87,6 +87,7 @@ def run_in_order(model: torch.nn.Module, batches: Sequence[Sequence[int]], make_
 
 
 def in_batches(order: Sequence[int], batch_size: int) -> list[list[int]]:
+    """`order` in consecutive batches of `batch_size` (the last may be shorter)."""
     return [list(order[start:start + batch_size]) for start in range(0, len(order), batch_size)]
 
 
@@ -111,14 +112,15 @@ def length_batches(order: Sequence[int], lengths: Sequence[int], batch_size: int
     return [list(order[a:b]) for a, b in reversed(bounds)]
 
 
-def measure_split_cost(model: torch.nn.Module, device: torch.device, *, short: int = 8, rows: int = 8, width: int = 64,
-               repeats: int = 5) -> float:
+def measure_split_cost(model: torch.nn.Module, device: torch.device, *, short: int = 8, rows: int = 8,
+                       width: int = 64, repeats: int = 5) -> float:
     """A forward's fixed cost on this machine, in token slots: the batch-1 time of a `short` input over
     the time a slot adds (from a `rows` x `width` batch), fastest of `repeats` timings each. `width`
     must fit the model's position table."""
     import time
 
     short = min(short, width - 1)
+
     def fastest(b: int, s: int) -> float:
         batch = {"input_ids": torch.full((b, s), 5, dtype=torch.long),
                  "attention_mask": torch.ones((b, s), dtype=torch.long)}

@@ -90,8 +90,8 @@ def bind(host: str, port: int) -> socket.socket:
 @click.option("--trust-remote-code", is_flag=True, help="Allow code shipped with the model folder to run.")
 @click.option("--pure-python-http", is_flag=True,
               help="Run uvicorn on h11 and asyncio even where httptools and uvloop are installed (to compare).")
-def serve(model_dir, onnx_file, host, port, max_batch, batch_wait_ms, no_batching, no_batch_split, queue_texts, max_texts,
-          max_text_chars, max_length, device, threads, trust_remote_code, pure_python_http) -> None:
+def serve(model_dir, onnx_file, host, port, max_batch, batch_wait_ms, no_batching, no_batch_split, queue_texts,
+          max_texts, max_text_chars, max_length, device, threads, trust_remote_code, pure_python_http) -> None:
     """Serve a saved classifier over HTTP: POST /predict, GET /health, GET /info."""
     import torch
 
