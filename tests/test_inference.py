@@ -197,3 +197,17 @@ def test_split_batches_give_the_same_labels_and_run_the_cut(setup):
     assert np.allclose(split, whole, atol=1e-5) and (split.argmax(1) == whole.argmax(1)).all()
     cost = measure_split_cost(model, torch.device("cpu"), width=12, repeats=2)
     assert 0 <= cost < float("inf")
+
+
+def test_measuring_the_split_cost_stops_repeating_once_over_its_time_budget(setup):
+    """Up to `repeats` timings a shape after one warm-up; with the budget spent, one timing a shape (a
+    large model on a CPU would otherwise spend tens of seconds here at start-up)."""
+    from afrocomet.inference import measure_split_cost
+
+    _, _, model = setup
+    recorder = Recorder(model.eval()).eval()
+    measure_split_cost(recorder, torch.device("cpu"), width=12, repeats=3, budget_s=60)
+    assert [tuple(b.shape) for b in recorder.seen] == [(1, 8)] * 4 + [(4, 12)] * 4
+    recorder.seen.clear()
+    measure_split_cost(recorder, torch.device("cpu"), width=12, repeats=3, budget_s=0)
+    assert [tuple(b.shape) for b in recorder.seen] == [(1, 8)] * 2 + [(4, 12)] * 2

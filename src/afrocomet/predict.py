@@ -159,7 +159,7 @@ def _pytorch_backend(model: PreTrainedModel, tokenizer, labels: tuple[str, ...],
 
     dev = resolve_device(device)  # an unknown name is an AfroCometError there
     model.to(dev)
-    cost = measure_split_cost(model, dev, width=min(64, max_length)) if split_batches else None
+    cost = measure_split_cost(model, dev, width=min(32, max_length)) if split_batches else None
 
     def predict(texts: Sequence[str]) -> tuple[np.ndarray, int]:
         return predict_logits(model, tokenizer, texts, batch_size=batch_size, max_length=max_length, device=dev,
