@@ -6,7 +6,7 @@ request, real AfriSenti test tweets) send for a fixed time after a short warm-up
 the server (SIGTERM: it must exit 0). In the first round, the same server's labels on check tweets are
 then compared with `afrocomet predict` on the same tweets. Every row runs once a round, the rows
 interleaved, for `--rounds` rounds; each row reports its median round (one server's throughput under
-this load moves by a third between runs on a shared 2-core machine).
+this load moved by up to nearly 2x between runs on a shared 2-core machine).
 
 Rows: the student in PyTorch fp32 and ONNX int8 (exported here), each with micro-batching on (the
 server's default wait) and off, the PyTorch student at each of `--batch-waits`, and with batching on
