@@ -116,15 +116,15 @@ def test_a_model_already_in_place_is_not_moved_or_re_moded_at_each_batch(setup, 
 def _two_pass_logits(model, tokenizer, texts, batch_size, max_length):
     """predict_logits as it was: every text tokenized untruncated for its length, then each batch
     tokenized again by the tokenizer itself (truncated, padded)."""
-    from afrocomet.inference import encode_texts
-
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     logits, batches = np.zeros((len(texts), 3), dtype=np.float32), []
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]
-            batches.append(encode_texts(tokenizer, [texts[i] for i in index], max_length))
+            enc = tokenizer([texts[i] for i in index], truncation=True, max_length=max_length, padding=True,
+                            return_tensors="pt")  # the tokenizer's own padding
+            batches.append({k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc})
             logits[index] = model(**batches[-1]).logits.numpy()
     return logits, sum(n > max_length for n in lengths), batches
 

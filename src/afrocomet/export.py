@@ -238,8 +238,10 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, i
         _check_fp32(fp32)
         parity["fp32"] = {"file": ONNX_FILE, **fp32, "tolerance": FP32_TOLERANCE, "ok": True}
         if int8:
-            calibration, calibration_source = ([], "") if int8_mode != "static" else \
-                calibration_texts(languages, data_dir, groups, source) if texts is None else (_flat(groups), source)
+            calibration, calibration_source = [], ""  # dynamic int8 takes its scales at run time
+            if int8_mode == "static":
+                calibration, calibration_source = calibration_texts(languages, data_dir, groups, source) \
+                    if texts is None else (_flat(groups), source)
             write_int8(tmp / ONNX_FILE, tmp / INT8_FILE, int8_mode, tokenizer=tokenizer, texts=calibration,
                        max_length=max_length)
             q = compare_logits(reference, _logits(load_onnx_classifier(tmp, INT8_FILE, threads=threads), tokenizer,

@@ -81,8 +81,9 @@ def run_in_order(model: torch.nn.Module, batches: Sequence[Sequence[int]], make_
         for index in batches:
             chunks.append(batch_logits(model, make_batch(list(index)), device, autocast=autocast))  # [B, labels]
     order = np.concatenate([np.asarray(index, dtype=np.int64) for index in batches])
-    logits = np.empty_like(np.concatenate(chunks))
-    logits[order] = np.concatenate(chunks)
+    stacked = np.concatenate(chunks)  # rows in `order`
+    logits = np.empty_like(stacked)
+    logits[order] = stacked
     return logits
 
 
@@ -150,9 +151,9 @@ def _num_labels(model: torch.nn.Module) -> int:
 
 
 def encode_texts(tokenizer, texts: Sequence[str], max_length: int) -> Batch:
-    """Tokenize with truncation and dynamic padding (to the longest text in this batch); CPU tensors."""
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-    return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+    """Tokenize with truncation and dynamic padding (to the longest text in this batch); CPU tensors,
+    padded as `predict_logits` pads (`pad_encoded`)."""
+    return pad_encoded(tokenizer, tokenizer(list(texts), truncation=True, max_length=max_length), range(len(texts)))
 
 
 def predict_logits(

@@ -127,7 +127,9 @@ def onnx_columns(folder: str | Path) -> list[tuple[str, str]]:
 
 def _precision(onnx_file: str) -> str:
     """fp32 for model.onnx, TAG for model.TAG.onnx (int8, int8-dynamic, ...)."""
-    return "fp32" if onnx_file == "model.onnx" else onnx_file[len("model."):-len(".onnx")]
+    from afrocomet.onnx_model import ONNX_FILE
+
+    return "fp32" if onnx_file == ONNX_FILE else onnx_file[len("model."):-len(".onnx")]
 
 
 def _torch_column(spec: str, seed: int, shared: Any, texts: Sequence[str], device: torch.device, max_length: int,
